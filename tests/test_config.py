@@ -1,0 +1,214 @@
+"""The stack configuration is validated before anything is deployed (seed risk 6)."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+from typing import Any, Optional
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from components import config as config_module
+from components.config import ConfigError, Settings, load_settings
+from tools.harness import ROOT, placeholder_secrets, run_program
+
+
+def settings_for(stack: str, overrides: Optional[dict[str, Any]] = None, secrets: Optional[dict[str, Optional[str]]] = None) -> Settings:
+    loaded: list[Settings] = []
+    run_program(stack, overrides=overrides, secrets=secrets, program=lambda: loaded.append(load_settings()))
+    return loaded[0]
+
+
+def config_error(stack: str, overrides: Optional[dict[str, Any]] = None, secrets: Optional[dict[str, Optional[str]]] = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        settings_for(stack, overrides, secrets)
+    return info.value
+
+
+def jwk(bits: int = 4096, **changes: Any) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    priv = key.private_numbers()
+
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    value = {"kty": "RSA", "n": b64(priv.public_numbers.n), "e": b64(priv.public_numbers.e), "d": b64(priv.d),
+             "p": b64(priv.p), "q": b64(priv.q), "dp": b64(priv.dmp1), "dq": b64(priv.dmq1), "qi": b64(priv.iqmp)}
+    value.update(changes)
+    return json.dumps({k: v for k, v in value.items() if v is not None})
+
+
+def test_dev_stack_loads_as_a_local_testnet_deployment() -> None:
+    s = settings_for("dev")
+    assert (s.environment, s.payment_network, s.data.mode, s.image.mode) == ("dev", "base-sepolia", "in-cluster", "build")
+    assert (s.api.replicas, s.workers.replicas, s.admin.replicas) == (1, 1, 1)
+    assert s.data.protect is False
+
+
+def test_prod_stack_loads_as_a_mainnet_deployment_with_managed_services() -> None:
+    s = settings_for("prod")
+    assert (s.environment, s.payment_network, s.data.mode, s.image.mode) == ("prod", "base", "external", "promote")
+    assert s.public_url.startswith("https://")
+    assert s.api.replicas > 1
+    assert s.data.protect is True
+
+
+BAD_INPUTS = [
+    pytest.param({}, {"arweaveWallet": None}, "arweaveWallet", "is not set", id="wallet-missing"),
+    pytest.param({}, {"arweaveWallet": "{not json"}, "arweaveWallet", "not valid JSON", id="wallet-not-json"),
+    pytest.param({}, {"arweaveWallet": '["a"]'}, "arweaveWallet", "not an object", id="wallet-not-object"),
+    pytest.param({}, {"arweaveWallet": "EC"}, "arweaveWallet", "RSA", id="wallet-wrong-kty"),
+    pytest.param({}, {"arweaveWallet": "no-d"}, "arweaveWallet", "lacks JWK member(s) d", id="wallet-public-only"),
+    pytest.param({}, {"arweaveWallet": "bad-b64"}, "arweaveWallet", "not base64url", id="wallet-not-base64url"),
+    pytest.param({}, {"arweaveWallet": "2048"}, "arweaveWallet", "2048-bit modulus", id="wallet-2048-bit"),
+    pytest.param({"paymentAddress": "0x1234"}, {}, "paymentAddress", "not an EVM address", id="address-short"),
+    pytest.param({"paymentAddress": "5Fb0C1C5a0d7f3E1F8cD06e1e5Bc1C0c1A0b9e42"}, {}, "paymentAddress", "not an EVM address", id="address-no-0x"),
+    pytest.param({"paymentAddress": None}, {}, "paymentAddress", "is not set", id="address-missing"),
+    pytest.param({"paymentNetwork": "base"}, {}, "cdpApiKeyId", "Base mainnet", id="mainnet-without-cdp-id"),
+    pytest.param({"paymentNetwork": "base"}, {}, "cdpApiKeySecret", "Base mainnet", id="mainnet-without-cdp-secret"),
+    pytest.param({"paymentNetwork": "ethereum"}, {}, "paymentNetwork", "not one of", id="unknown-network"),
+    pytest.param({"environment": "prod", "publicUrl": "http://upload.example.com"}, {}, "publicUrl", "https://", id="prod-http-url"),
+    pytest.param({"publicUrl": "upload.example.com"}, {}, "publicUrl", "not an http(s) URL", id="url-without-scheme"),
+    pytest.param({"apiReplicas": 0}, {}, "apiReplicas", "outside the allowed range", id="zero-api-replicas"),
+    pytest.param({"workerReplicas": "two"}, {}, "workerReplicas", "not a whole number", id="replicas-not-number"),
+    pytest.param({"apiMemoryLimit": "1GB"}, {}, "apiMemoryLimit", "not a Kubernetes resource quantity", id="bad-memory-quantity"),
+    pytest.param({"workerCpuRequest": "2", "workerCpuLimit": "500m"}, {}, "workerCpuRequest", "larger than workerCpuLimit", id="request-above-limit"),
+    pytest.param({"apiPort": 70000}, {}, "apiPort", "outside the allowed range", id="port-out-of-range"),
+    pytest.param({"adminPort": 3001}, {}, "adminPort", "same port as apiPort", id="port-clash"),
+    pytest.param({"dbPoolMax": 50}, {}, "dbPoolMax", "connection budget exceeded", id="connection-budget"),
+    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:latest"}, {}, "imageRef", "not pinned", id="promote-latest-tag"),
+    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:1.0.0"}, {}, "imageRef", "not pinned", id="promote-version-tag"),
+    pytest.param({"postgresImage": "postgres"}, {}, "postgresImage", "not pinned", id="bare-data-image"),
+    pytest.param({"redisImage": "redis:latest"}, {}, "redisImage", "not pinned", id="latest-data-image"),
+    pytest.param({"imageGitRef": "main"}, {}, "imageGitRef", "40-hex commit", id="build-from-branch"),
+    pytest.param({"imageRepository": "docker.io/library/bundler"}, {}, "imageRepository", "not a GHCR repository", id="not-ghcr"),
+    pytest.param({}, {"registryPushToken": None}, "registryPushToken", "required in build mode", id="build-without-push-token"),
+    pytest.param({}, {"registryPullToken": None}, "registryPullToken", "private", id="private-without-pull-token"),
+    pytest.param({"dataMode": "external"}, {}, "dbHost", "required when dataMode is external", id="external-without-host"),
+    pytest.param({}, {"queueRedisPassword": "queue-secret"}, "queueRedisPassword", "cannot send a password", id="queue-redis-password"),
+    pytest.param({"queueRedisTls": True}, {}, "queueRedisTls", "no TLS support", id="queue-redis-tls"),
+    pytest.param({"adminAllowedCidrs": ["10.0.0.0/33"]}, {}, "adminAllowedCidrs", "not a CIDR", id="bad-cidr"),
+    pytest.param({"namespace": "Bundler_NS"}, {}, "namespace", "not a valid Kubernetes namespace", id="bad-namespace"),
+    pytest.param({}, {"adminPassword": "short"}, "adminPassword", "shorter than 16", id="weak-admin-password"),
+]
+
+
+def _wallet_for(label: Optional[str]) -> Optional[str]:
+    return {
+        "EC": jwk(kty="EC"),
+        "no-d": jwk(d=None),
+        "bad-b64": jwk(qi="not/base64+url=="),
+        "2048": jwk(bits=2048),
+    }.get(label or "", label)
+
+
+@pytest.mark.parametrize(("overrides", "secrets", "key", "fragment"), BAD_INPUTS)
+def test_bad_input_is_refused_naming_the_key_and_the_fix(overrides: dict[str, Any], secrets: dict[str, Optional[str]], key: str, fragment: str) -> None:
+    if "arweaveWallet" in secrets:
+        secrets = {**secrets, "arweaveWallet": _wallet_for(secrets["arweaveWallet"])}
+    error = config_error("dev", overrides, secrets)
+    matching = [p for p in error.problems if p.key == key]
+    assert matching, f"no problem for {key}: {error}"
+    assert any(fragment in p.message for p in matching), str(error)
+    assert all(p.fix.startswith("pulumi config") for p in matching)
+    assert f"x402-bundler:{key}:" in str(error)
+
+
+def test_several_problems_are_all_reported_at_once() -> None:
+    error = config_error(
+        "dev",
+        overrides={"paymentAddress": "0xnope", "apiReplicas": 0, "apiCpuLimit": "lots", "imageGitRef": "main"},
+        secrets={"arweaveWallet": "{}"},
+    )
+    keys = {p.key for p in error.problems}
+    assert {"paymentAddress", "apiReplicas", "apiCpuLimit", "imageGitRef", "arweaveWallet"} <= keys
+    assert f"has {len(error.problems)} problem(s)" in str(error)
+
+
+def test_connection_budget_error_gives_the_numbers() -> None:
+    error = config_error("prod", overrides={"dbPoolMax": 40, "dbMaxConnections": 100})
+    (problem,) = [p for p in error.problems if p.key == "dbPoolMax"]
+    # prod: api 3 + workers 2 + admin 1 + 3 surge pods = 9 pods; 9 x 40 = 360 > 97 usable.
+    assert "= 9 pods x dbPoolMax 40 = 360 connections" in problem.message
+    assert "max_connections is 100" in problem.message
+    assert "dbPoolMax 10" in problem.fix
+
+
+def test_secret_values_never_appear_in_errors() -> None:
+    wallet = jwk(bits=2048)
+    secret_bits = [v for k, v in json.loads(wallet).items() if k != "kty"]
+    error = config_error(
+        "dev",
+        overrides={"paymentNetwork": "base", "paymentAddress": "bad"},
+        secrets={"arweaveWallet": wallet, "cdpApiKeyId": "cdp-id-SENTINEL", "adminPassword": "short-SENTINEL",
+                 "queueRedisPassword": "queue-SENTINEL"},
+    )
+    text = str(error)
+    assert "SENTINEL" not in text
+    assert not any(bit[:16] in text for bit in secret_bits)
+
+
+def test_secret_kept_in_plain_text_in_stack_file_is_refused() -> None:
+    plain_wallet = placeholder_secrets("dev")["arweaveWallet"]
+    error = config_error("dev", overrides={"arweaveWallet": plain_wallet}, secrets={"arweaveWallet": None})
+    assert any(p.key == "arweaveWallet" and "plain text" in p.message for p in error.problems)
+    assert plain_wallet[:40] not in str(error)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_no_resource_is_registered_when_validation_fails(stack: str) -> None:
+    recording = run_program(stack, overrides={"paymentAddress": "bad", "apiReplicas": 0}, raise_errors=False)
+    assert isinstance(recording.error, ConfigError)
+    assert recording.resources == []
+    assert recording.calls == []
+
+
+def _declared() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+
+
+def test_every_key_the_program_reads_is_declared_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: dict[str, Any] = {}
+    for method in ("text", "choice", "integer", "boolean", "strings"):
+        original = getattr(config_module._Reader, method)
+
+        def recorder(self: Any, key: str, *rest: Any, _original: Any = original, **kw: Any) -> Any:
+            bound = inspect.signature(_original).bind(self, key, *rest, **kw)
+            read.setdefault(key, bound.arguments["default"])
+            return _original(self, key, *rest, **kw)
+
+        monkeypatch.setattr(config_module._Reader, method, recorder)
+    original_secret = config_module._Reader.secret_text
+
+    def secret_recorder(self: Any, key: str) -> Any:
+        read.setdefault(key, "<secret>")
+        return original_secret(self, key)
+
+    monkeypatch.setattr(config_module._Reader, "secret_text", secret_recorder)
+    for stack in ("dev", "prod"):
+        settings_for(stack)
+    settings_for("dev", overrides={"githubDelivery": True, "githubRepository": "o/r", "githubProdReviewerIds": [1]})
+
+    declared = _declared()
+    assert set(read) == set(declared), f"undeclared: {set(read) - set(declared)}; unused: {set(declared) - set(read)}"
+    for key, spec in declared.items():
+        if read[key] == "<secret>":
+            assert spec.get("secret") is True and "default" not in spec, key
+        elif "default" in spec:
+            expected = read[key]
+            if isinstance(expected, tuple):
+                expected = list(expected)
+            assert spec["default"] == expected, f"{key}: Pulumi.yaml says {spec['default']!r}, code uses {expected!r}"
+
+
+def test_stack_files_commit_no_secret_values() -> None:
+    declared = _declared()
+    secret_keys = {k for k, v in declared.items() if v.get("secret")}
+    for stack in ("dev", "prod"):
+        values = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        committed = {k.split(":", 1)[1] for k in values}
+        assert not committed & secret_keys, f"Pulumi.{stack}.yaml commits secret keys {committed & secret_keys}"
+        assert committed <= set(declared), f"Pulumi.{stack}.yaml sets undeclared keys {committed - set(declared)}"

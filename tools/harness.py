@@ -1,0 +1,326 @@
+"""Run the real Pulumi program under mocks and record everything it registers.
+
+Used by the tests and by the offline renderer. The mock monitor records the raw
+registration requests (type, name, parent, dependencies, options, inputs with secrets
+marked) rather than the outputs of `apply` callbacks, so an assertion cannot pass merely
+because a value was unknown during a preview.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import runpy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import rpc
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.settings import reset_options
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "x402-bundler"
+SECRET = "[secret]"
+_SIG_KEY = rpc._special_sig_key
+_SECRET_SIG = rpc._special_secret_sig
+
+
+@dataclass
+class Registered:
+    """One resource registration as the engine would receive it."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    redacted_inputs: dict[str, Any]
+    dependencies: list[str]
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    custom_timeouts: dict[str, str]
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    provider: str
+
+    def get(self, path: str, default: Any = None) -> Any:
+        """Dotted lookup into the inputs: `r.get("spec.template.spec.containers")`."""
+        node: Any = self.inputs
+        for part in path.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return default
+        return node
+
+
+@dataclass
+class Recording:
+    """What one program run registered, invoked and exported."""
+
+    resources: list[Registered] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+    error: Optional[BaseException] = None
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str) -> Registered:
+        found = [r for r in self.resources if r.type == type_ and r.name == name]
+        assert len(found) == 1, f"expected one {type_} named {name}, found {len(found)}: {[r.name for r in self.of_type(type_)]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def k8s_name(self, r: Registered) -> str:
+        """The object's Kubernetes name (explicit, or what the mock's auto-naming gave it)."""
+        name = r.get("metadata.name")
+        return str(name) if name else auto_name(r.type, r.name)
+
+    def depends_on(self, r: Registered, other: Registered) -> bool:
+        """Whether `r` waits for `other`: directly, through a component it waits for, or through inputs."""
+        targets = {other.urn}
+        seen: set[str] = set()
+        frontier = list(r.dependencies)
+        while frontier:
+            urn = frontier.pop()
+            if urn in targets:
+                return True
+            if urn in seen:
+                continue
+            seen.add(urn)
+            # Depending on a component means depending on all of its children.
+            frontier.extend(c.urn for c in self.resources if c.parent == urn)
+        return False
+
+
+def auto_name(type_: str, name: str) -> str:
+    """Deterministic stand-in for Pulumi's random auto-name suffix."""
+    return f"{name}-{hashlib.sha256(f'{type_}::{name}'.encode()).hexdigest()[:8]}"
+
+
+def _digest(*parts: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _unwrap(node: Any) -> Any:
+    """Inputs with every (nested) secret replaced by its plain value, for assertions."""
+    if isinstance(node, dict):
+        if node.get(_SIG_KEY) == _SECRET_SIG:
+            return _unwrap(node.get("value"))
+        return {k: _unwrap(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unwrap(v) for v in node]
+    return node
+
+
+def _redact(node: Any) -> Any:
+    if isinstance(node, dict):
+        if node.get(_SIG_KEY) == _SECRET_SIG:
+            return SECRET
+        return {k: _redact(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_redact(v) for v in node]
+    return node
+
+
+class ProgramMocks(pulumi.runtime.Mocks):
+    """Outputs a real engine would compute, made deterministic."""
+
+    def __init__(self, call_results: Optional[Callable[[str, dict[str, Any]], Optional[dict[str, Any]]]] = None,
+                 stack_outputs: Optional[dict[str, dict[str, Any]]] = None) -> None:
+        self.call_results = call_results
+        self.stack_outputs = stack_outputs or {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ.startswith("kubernetes:"):
+            metadata = dict(state.get("metadata") or {})
+            metadata.setdefault("name", auto_name(args.typ, args.name))
+            state["metadata"] = metadata
+            return metadata["name"], state
+        if args.typ == "docker-build:index:Image":
+            tags = state.get("tags") or ["registry.invalid/unknown:untagged"]
+            state["digest"] = _digest(args.name, state.get("context"), state.get("platforms"), state.get("buildArgs"))
+            state["ref"] = f"{str(tags[0]).rsplit(':', 1)[0]}@{state['digest']}"
+        elif args.typ == "docker-build:index:Index":
+            state["ref"] = f"{str(state.get('tag', 'registry.invalid/unknown:x')).rsplit(':', 1)[0]}@{_digest(args.name, state.get('sources'))}"
+        elif args.typ == "random:index:RandomPassword":
+            state["result"] = "mock-" + hashlib.sha256(args.name.encode()).hexdigest()[:28]
+        elif args.typ == "pulumi:pulumi:StackReference":
+            state["outputs"] = self.stack_outputs.get(str(state.get("name")), {})
+            state["secretOutputNames"] = []
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
+        inputs = dict(args.args)
+        self.calls.append((args.token, inputs))
+        result = self.call_results(args.token, inputs) if self.call_results else None
+        return (result or {}), None
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """A mock monitor that keeps each registration request as the engine would see it."""
+
+    def __init__(self, mocks: ProgramMocks) -> None:
+        super().__init__(mocks)
+        self.recorded: list[Registered] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+            timeouts = request.customTimeouts
+            self.recorded.append(
+                Registered(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    custom=request.custom,
+                    inputs=_unwrap(rpc.deserialize_properties(request.object, keep_unknowns=True)),
+                    redacted_inputs=_redact(raw),
+                    dependencies=list(request.dependencies),
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    delete_before_replace=bool(request.deleteBeforeReplace),
+                    custom_timeouts={k: v for k, v in (("create", timeouts.create), ("update", timeouts.update), ("delete", timeouts.delete)) if v},
+                    ignore_changes=list(request.ignoreChanges),
+                    replace_on_changes=list(request.replaceOnChanges),
+                    provider=request.provider,
+                )
+            )
+        return response
+
+
+@functools.cache
+def stack_config(stack: str) -> dict[str, str]:
+    """A stack file's plain (non-secret) config, as the CLI would pass it to the program."""
+    data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    result: dict[str, str] = {}
+    for key, value in (data.get("config") or {}).items():
+        if isinstance(value, dict) and "secure" in value:
+            continue
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        result[full] = value if isinstance(value, str) else json.dumps(value)
+    return result
+
+
+@functools.cache
+def test_wallet() -> str:
+    """A freshly generated 4096-bit RSA key as an Arweave JWK (never a real wallet)."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    priv = key.private_numbers()
+    pub = priv.public_numbers
+
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    return json.dumps({"kty": "RSA", "n": b64(pub.n), "e": b64(pub.e), "d": b64(priv.d), "p": b64(priv.p),
+                       "q": b64(priv.q), "dp": b64(priv.dmp1), "dq": b64(priv.dmq1), "qi": b64(priv.iqmp)})
+
+
+def placeholder_secrets(stack: str) -> dict[str, str]:
+    """Clearly marked stand-ins for every secret key a stack needs to evaluate."""
+    secrets = {
+        "arweaveWallet": test_wallet(),
+        "registryPushToken": "PLACEHOLDER-registry-push-token",
+        "registryPullToken": "PLACEHOLDER-registry-pull-token",
+        "githubToken": "PLACEHOLDER-github-token",
+    }
+    config = stack_config(stack)
+    if config.get(f"{PROJECT}:paymentNetwork") == "base":
+        secrets |= {"cdpApiKeyId": "PLACEHOLDER-cdp-key-id", "cdpApiKeySecret": "PLACEHOLDER-cdp-key-secret"}
+    if config.get(f"{PROJECT}:dataMode") == "external":
+        secrets |= {"dbPassword": "PLACEHOLDER-db-password", "cacheRedisPassword": "PLACEHOLDER-cache-password",
+                    "s3AccessKeyId": "PLACEHOLDER-s3-key-id", "s3SecretAccessKey": "PLACEHOLDER-s3-secret-key"}
+    if config.get(f"{PROJECT}:githubDelivery") == "true":
+        secrets |= {"ciPulumiAccessToken": "PLACEHOLDER-pulumi-token", "ciKubeconfigDev": "PLACEHOLDER-kubeconfig-dev",
+                    "ciKubeconfigProd": "PLACEHOLDER-kubeconfig-prod", "ciPulumiPassphrase": "PLACEHOLDER-passphrase"}
+    return secrets
+
+
+def run_program(
+    stack: str,
+    overrides: Optional[dict[str, Any]] = None,
+    secrets: Optional[dict[str, Optional[str]]] = None,
+    preview: bool = False,
+    call_results: Optional[Callable[[str, dict[str, Any]], Optional[dict[str, Any]]]] = None,
+    stack_outputs: Optional[dict[str, dict[str, Any]]] = None,
+    program: Optional[Callable[[], Any]] = None,
+    raise_errors: bool = True,
+) -> Recording:
+    """Run `__main__.py` (or `program`) for `stack` under mocks and return what it registered.
+
+    `overrides` are plain config values (None removes a key); `secrets` replace the
+    placeholder secrets (None removes one). Keys are given without the project prefix.
+    Exceptions from the program (such as a ConfigError) propagate after the run settles,
+    or, with `raise_errors=False`, are kept in `Recording.error` beside what was registered.
+    """
+    config = dict(stack_config(stack))
+    for key, value in (overrides or {}).items():
+        full = f"{PROJECT}:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = value if isinstance(value, str) else json.dumps(value)
+    secret_values: dict[str, Optional[str]] = {**placeholder_secrets(stack), **(secrets or {})}
+    secret_keys = []
+    for key, value in secret_values.items():
+        if value is not None:
+            config[f"{PROJECT}:{key}"] = value
+            secret_keys.append(f"{PROJECT}:{key}")
+
+    mocks = ProgramMocks(call_results, stack_outputs)
+    monitor = RecordingMonitor(mocks)
+    reset_options(project=PROJECT, stack=stack, preview=preview)
+    set_all_config(config, secret_keys)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        def main() -> None:
+            if program is not None:
+                program()
+            else:
+                runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+        _sync_await(run_pulumi_func(main))
+    except Exception as error:  # noqa: BLE001 handed to the caller below
+        if raise_errors:
+            raise
+        return Recording(resources=monitor.recorded, calls=mocks.calls, error=error)
+    finally:
+        os.chdir(cwd)
+
+    recording = Recording(resources=monitor.recorded, calls=mocks.calls)
+    root = pulumi.runtime.get_root_resource()
+    for name, value in (getattr(root, "outputs", None) or {}).items():
+        output = pulumi.Output.from_input(value)
+        recording.outputs[name] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            recording.secret_outputs.add(name)
+    return recording
