@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what tests/probes needs and is not already there: redis-server and
+# PostgreSQL (Debian packages) and the pinned Node libraries (npm ci).
+# Run as root on Debian 12 with Node 20 present. Idempotent: a second run installs
+# nothing and makes no network calls. Python packages come from the Makefile's venv.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 && return 0
+  # Debian's postgresql package keeps initdb off PATH, under a versioned directory.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+apt_packages=()
+command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+have_postgres || apt_packages+=(postgresql)
+
+if ((${#apt_packages[@]})); then
+  if [[ ${EUID} -ne 0 ]]; then
+    echo "install-test-deps: need root to apt-get install ${apt_packages[*]}" >&2
+    exit 1
+  fi
+  echo "install-test-deps: installing ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d exit 101 stops the packages from starting system-wide services:
+  # the tests start their own throwaway servers on free ports.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e ${policy} ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"${policy}"
+    chmod 0755 "${policy}"
+    created_policy=1
+  fi
+  trap '[[ ${created_policy} -eq 1 ]] && rm -f "${policy}"' EXIT
+  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+fi
+
+for tool in node npm; do
+  command -v "${tool}" >/dev/null 2>&1 || {
+    echo "install-test-deps: ${tool} not found; install Node.js 20 first" >&2
+    exit 1
+  }
+done
+
+# npm ci wipes and reinstalls node_modules, so only run it when the lock file
+# changed since the last install (npm writes node_modules/.package-lock.json).
+cd "${repo_root}"
+stamp=node_modules/.package-lock.json
+if [[ ! -f ${stamp} || package-lock.json -nt ${stamp} || package.json -nt ${stamp} ]]; then
+  echo "install-test-deps: npm ci"
+  # No package here needs an install script (msgpackr-extract is an optional speed-up).
+  npm ci --no-audit --no-fund --ignore-scripts
+else
+  echo "install-test-deps: node_modules up to date"
+fi
