@@ -1,0 +1,117 @@
+"""One migration run per image: the answer to seed risk 3 (migration races).
+
+Several API replicas with `MIGRATE_ON_STARTUP=true` race each other. Here migrations run
+once, in a Job that `pulumi up` creates and waits for before any Deployment changes; every
+Deployment sets `MIGRATE_ON_STARTUP=false`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import Settings
+from components.labels import MIGRATION, container_security, content_hash, k8s_name, labels, pod_security, resources
+from components.secrets import PodEnvironment
+
+# Margin over activeDeadlineSeconds for pulling the image and scheduling the pod.
+AWAIT_MARGIN_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class MigrationJobArgs:
+    settings: Settings
+    """Validated stack settings (timeout, retries, resources)."""
+    namespace: pulumi.Input[str]
+    """Namespace of the Job."""
+    image: pulumi.Input[str]
+    """Bundler image by digest; the same image the Deployments run."""
+    pod: PodEnvironment
+    """The API's environment, mounts and pull secrets."""
+
+
+def job_name(image: str, object_names: list[str], settings: Settings) -> str:
+    """Named after what it runs: an unchanged image and config give the same Job (no diff),
+    a new image gives a new Job, which Pulumi creates and awaits as a fresh migration run."""
+    m = settings.migration
+    return k8s_name(
+        "bundler-migrate",
+        content_hash(
+            [image, object_names, settings.migration_timeout_seconds, settings.migration_backoff_limit,
+             m.cpu_request, m.cpu_limit, m.memory_request, m.memory_limit]
+        ),
+    )
+
+
+class MigrationJob(pulumi.ComponentResource):
+    job_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MigrationJobArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("x402-bundler:index:MigrationJob", name, None, opts)
+        s, pod = args.settings, args.pod
+        meta_labels = labels(s.stack, MIGRATION, s.app_version)
+        name_output = pulumi.Output.all(args.image, pod.object_names).apply(
+            lambda v: job_name(v[0], v[1], s)
+        )
+        job = k8s.batch.v1.Job(
+            f"{name}-job",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=name_output,
+                namespace=args.namespace,
+                labels=meta_labels,
+                # A Job that failed (deadline or retries) is replaced on the next `up` instead of
+                # being kept as a finished resource: the migration is retried.
+                annotations={"pulumi.com/replaceUnready": "true"},
+            ),
+            # No ttlSecondsAfterFinished on purpose: a Job deleted by the TTL controller is drift;
+            # `pulumi refresh` then drops it from state and the next `up` re-creates it, which
+            # re-runs the migration and, because the Deployments depend on it, blocks them on it.
+            spec=k8s.batch.v1.JobSpecArgs(
+                backoff_limit=s.migration_backoff_limit,
+                active_deadline_seconds=s.migration_timeout_seconds,
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=meta_labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        restart_policy="Never",
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        security_context=pod_security(),
+                        image_pull_secrets=pod.image_pull_secrets,
+                        volumes=pod.volumes,
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="migrate",
+                                image=args.image,
+                                command=["yarn", "db:migrate"],
+                                # yarn writes its cache and rc files under HOME: keep them on /tmp,
+                                # the root filesystem is read-only.
+                                env=[
+                                    *pod.env,
+                                    k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
+                                    k8s.core.v1.EnvVarArgs(name="YARN_CACHE_FOLDER", value="/tmp/yarn-cache"),
+                                ],
+                                env_from=pod.env_from,
+                                volume_mounts=pod.volume_mounts,
+                                security_context=container_security(),
+                                resources=resources(
+                                    s.migration.cpu_request, s.migration.cpu_limit,
+                                    s.migration.memory_request, s.migration.memory_limit,
+                                ),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{s.migration_timeout_seconds + AWAIT_MARGIN_SECONDS}s",
+                    update=f"{s.migration_timeout_seconds + AWAIT_MARGIN_SECONDS}s",
+                ),
+            ),
+        )
+        self.job_name = job.metadata.apply(lambda m: str(m.name))
+        self.register_outputs({"job_name": self.job_name})

@@ -1,0 +1,90 @@
+"""Deep readiness and worker liveness: the answer to seed risk 10.
+
+Upstream's `/health` says 200 while PostgreSQL is down. We cannot change the app, so our own
+script (`deep-check.js`, beside this file) ships in a ConfigMap, is mounted read-only into
+every bundler pod and runs as an `exec` probe with the app's own environment. Readiness is
+deep (traffic and rollouts wait for working backends); liveness stays shallow, except the
+workers', which proves this pod still holds its BullMQ connections: a worker that silently
+lost Redis is restarted, a database blip restarts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import ProbeSettings, Settings
+from components.labels import content_named, labels
+
+SCRIPT = Path(__file__).with_name("deep-check.js")
+MOUNT_PATH = "/opt/x402-bundler-probes"
+SCRIPT_PATH = f"{MOUNT_PATH}/deep-check.js"
+# Node needs about a second to start and load the clients; the script's own deadline leaves
+# it that, so the probe ends (and reports) before the kubelet's timeoutSeconds kills it.
+NODE_START_MS = 1000
+
+
+@dataclass(frozen=True)
+class ProbeScriptArgs:
+    settings: Settings
+    """Validated stack settings (probe timings)."""
+    namespace: pulumi.Input[str]
+    """Namespace of the ConfigMap."""
+
+
+class ProbeScript(pulumi.ComponentResource):
+    """The deep-check script as a content-named ConfigMap: a new script rolls the pods."""
+
+    config_map_name: pulumi.Output[str]
+    volume: k8s.core.v1.VolumeArgs
+    volume_mount: k8s.core.v1.VolumeMountArgs
+
+    def __init__(self, name: str, args: ProbeScriptArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("x402-bundler:index:ProbeScript", name, None, opts)
+        s = args.settings
+        data = {"deep-check.js": SCRIPT.read_text()}
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-script",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=content_named("bundler-probes", data),
+                namespace=args.namespace,
+                labels=labels(s.stack, "probes", s.app_version),
+            ),
+            data=data,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.config_map_name = config_map.metadata.apply(lambda m: str(m.name))
+        self.volume = k8s.core.v1.VolumeArgs(
+            name="probes",
+            config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=self.config_map_name, default_mode=0o444),
+        )
+        self.volume_mount = k8s.core.v1.VolumeMountArgs(name="probes", mount_path=MOUNT_PATH, read_only=True)
+        self.register_outputs({"config_map_name": self.config_map_name})
+
+
+def deep_check_command(checks: Sequence[str], timeout_seconds: int) -> list[str]:
+    timeout_ms = max(500, timeout_seconds * 1000 - NODE_START_MS)
+    return ["node", SCRIPT_PATH, "--checks", ",".join(checks), "--timeout-ms", str(timeout_ms)]
+
+
+def deep_probe(checks: Sequence[str], p: ProbeSettings, failure_threshold: Optional[int] = None) -> k8s.core.v1.ProbeArgs:
+    """An exec probe running the deep check; a blip shorter than threshold x period never flips it."""
+    return k8s.core.v1.ProbeArgs(
+        exec_=k8s.core.v1.ExecActionArgs(command=deep_check_command(checks, p.timeout_seconds)),
+        period_seconds=p.period_seconds,
+        timeout_seconds=p.timeout_seconds,
+        failure_threshold=failure_threshold or p.failure_threshold,
+        success_threshold=1,
+    )
+
+
+# Readiness checks per process: what each needs to do useful work.
+API_READINESS = ("postgres", "redis-cache", "redis-queue", "s3")
+ADMIN_READINESS = ("postgres", "redis-cache", "redis-queue")
+WORKER_READINESS = ("postgres", "redis-queue", "s3")
+WORKER_LIVENESS = ("bullmq-worker",)

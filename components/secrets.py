@@ -1,0 +1,274 @@
+"""Wallets, credentials, registry pull access and the app's plain settings.
+
+Answers seed risk 2 (wallet files must exist before the container starts: here they are a
+Secret mounted read-only as files, never env vars) and risk 9 (private image pulls: a
+`dockerconfigjson` pull Secret on every pod when the package is private). It also fixes the
+upstream trap that the code reads `TURBO_JWK_FILE` while the docs say `ARWEAVE_WALLET_FILE`:
+both point to the mounted file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.config import Settings
+from components.endpoints import DataEndpoints
+from components.labels import content_named, labels
+
+if TYPE_CHECKING:
+    from components.probes import ProbeScript
+
+WALLET_DIR = "/var/run/secrets/x402-bundler"
+WALLET_FILE = f"{WALLET_DIR}/wallet.json"
+RAW_DATA_WALLET_FILE = f"{WALLET_DIR}/raw-data-wallet.json"
+TEMP_DIR = "/app/temp"
+# Read-only for the owner; with fsGroup 1001 the kubelet adds group read, so uid 1001 reads it.
+WALLET_FILE_MODE = 0o400
+
+# Secret env var -> key in the credentials Secret.
+SECRET_ENV = {
+    "DB_PASSWORD": "db-password",
+    "AWS_ACCESS_KEY_ID": "s3-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "s3-secret-access-key",
+    "ADMIN_PASSWORD": "admin-password",
+    "ELASTICACHE_PASSWORD": "cache-redis-password",
+    "CDP_API_KEY_ID": "cdp-api-key-id",
+    "CDP_API_KEY_SECRET": "cdp-api-key-secret",
+}
+
+
+@dataclass(frozen=True)
+class PodEnvironment:
+    """What every bundler container shares: env, mounts, volumes and pull secrets."""
+
+    env: list[k8s.core.v1.EnvVarArgs]
+    env_from: list[k8s.core.v1.EnvFromSourceArgs]
+    volumes: list[k8s.core.v1.VolumeArgs]
+    volume_mounts: list[k8s.core.v1.VolumeMountArgs]
+    image_pull_secrets: list[k8s.core.v1.LocalObjectReferenceArgs]
+    object_names: pulumi.Output[list[str]]
+    """Names of the content-named objects the pods read; they change whenever content does."""
+
+
+@dataclass(frozen=True)
+class AppConfigurationArgs:
+    settings: Settings
+    """Validated stack settings."""
+    namespace: pulumi.Input[str]
+    """Namespace of every object created here."""
+    endpoints: DataEndpoints
+    """Connection settings of PostgreSQL, both Redis and S3, whichever mode provides them."""
+
+
+def app_settings(s: Settings, e: DataEndpoints) -> dict[str, pulumi.Input[str]]:
+    """The non-secret environment, shared by the API, workers, admin and the migration Job."""
+    data: dict[str, pulumi.Input[str]] = {
+        "NODE_ENV": "production",
+        "LOG_LEVEL": s.log_level,
+        "LOG_FORMAT": "json",
+        # Migrations run once, in the migration Job, never at pod start (seed risk 3).
+        "MIGRATE_ON_STARTUP": "false",
+        "DB_HOST": e.db_host,
+        "DB_WRITER_ENDPOINT": e.db_host,
+        "DB_READER_ENDPOINT": e.db_host,
+        "DB_PORT": str(e.db_port),
+        "DB_USER": e.db_user,
+        "DB_DATABASE": e.db_database,
+        "DB_POOL_MIN": str(s.data.postgres.pool_min),
+        "DB_POOL_MAX": str(s.data.postgres.pool_max),
+        "POSTGRES_VERSION": "16",
+        "ELASTICACHE_HOST": e.cache_host,
+        "ELASTICACHE_PORT": str(e.cache_port),
+        "ELASTICACHE_USE_TLS": str(e.cache_tls).lower(),
+        "ELASTICACHE_NO_CLUSTERING": "true",
+        "REDIS_HOST": e.queue_host,
+        "REDIS_PORT_QUEUES": str(e.queue_port),
+        "AWS_REGION": e.s3_region,
+        "DATA_ITEM_BUCKET": e.s3_bucket,
+        "S3_FORCE_PATH_STYLE": str(e.s3_force_path_style).lower(),
+        "X402_PAYMENT_ADDRESS": s.payment_address,
+        "X402_BASE_ENABLED": str(s.payment_network == "base").lower(),
+        "X402_BASE_TESTNET_ENABLED": str(s.payment_network == "base-sepolia").lower(),
+        "UPLOAD_SERVICE_PUBLIC_URL": s.public_url,
+        "ARWEAVE_GATEWAY": s.arweave_gateway,
+        "PUBLIC_ACCESS_GATEWAY": s.arweave_gateway,
+        "ADMIN_USERNAME": s.admin_username,
+        "BULL_BOARD_PORT": str(s.admin_port),
+        "TEMP_DIR": TEMP_DIR,
+    }
+    if e.s3_endpoint is not None:
+        data["AWS_ENDPOINT"] = e.s3_endpoint
+        data["S3_ENDPOINT"] = e.s3_endpoint
+    return data
+
+
+def _dockerconfigjson(registry: str, username: str, token: str) -> str:
+    auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+    return json.dumps({"auths": {registry: {"username": username, "password": token, "auth": auth}}})
+
+
+class AppConfiguration(pulumi.ComponentResource):
+    """The ConfigMap and Secrets every bundler pod reads, named after their content."""
+
+    config_map_name: pulumi.Output[str]
+    credentials_secret_name: pulumi.Output[str]
+    wallet_secret_name: pulumi.Output[str]
+    pull_secret_name: Optional[pulumi.Output[str]]
+    admin_password: pulumi.Output[str]
+    secret_names: pulumi.Output[dict[str, Any]]
+
+    def __init__(self, name: str, args: AppConfigurationArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("x402-bundler:index:AppConfiguration", name, None, opts)
+        s, e = args.settings, args.endpoints
+        child = pulumi.ResourceOptions(parent=self)
+        self._settings = s
+
+        if s.admin_password is not None:
+            self.admin_password = s.admin_password
+        else:
+            generated = random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=child)
+            self.admin_password = pulumi.Output.secret(generated.result)
+
+        def metadata(base: str, data: pulumi.Input[Any]) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(
+                name=content_named(base, data),
+                namespace=args.namespace,
+                labels=labels(s.stack, "config", s.app_version),
+            )
+
+        settings_data = app_settings(s, e)
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-settings", metadata=metadata("bundler-settings", settings_data), data=settings_data, opts=child
+        )
+
+        credentials: dict[str, pulumi.Input[str]] = {
+            "db-password": e.db_password,
+            "s3-access-key-id": e.s3_access_key_id,
+            "s3-secret-access-key": e.s3_secret_access_key,
+            "admin-password": self.admin_password,
+        }
+        for key, value in (
+            ("cache-redis-password", e.cache_password),
+            ("cdp-api-key-id", s.cdp_api_key_id),
+            ("cdp-api-key-secret", s.cdp_api_key_secret),
+        ):
+            if value is not None:
+                credentials[key] = value
+        self._credential_keys = set(credentials)
+        credentials_secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=metadata("bundler-credentials", credentials),
+            type="Opaque",
+            string_data=credentials,
+            opts=child,
+        )
+
+        wallets: dict[str, pulumi.Input[str]] = {"wallet.json": s.arweave_wallet}
+        if s.raw_data_wallet is not None:
+            wallets["raw-data-wallet.json"] = s.raw_data_wallet
+        wallet_secret = k8s.core.v1.Secret(
+            f"{name}-wallets",
+            metadata=metadata("bundler-wallets", wallets),
+            type="Opaque",
+            string_data=wallets,
+            opts=child,
+        )
+
+        self.pull_secret_name = None
+        if s.image.visibility == "private" and s.image.pull_token is not None:
+            username = s.image.registry_username or s.image.owner
+            dockerconfig: pulumi.Output[str] = s.image.pull_token.apply(
+                lambda token: _dockerconfigjson(s.image.registry, username, token)
+            )
+            pull_secret = k8s.core.v1.Secret(
+                f"{name}-image-pull",
+                metadata=metadata("bundler-image-pull", {"config": dockerconfig}),
+                type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": dockerconfig},
+                opts=child,
+            )
+            self.pull_secret_name = pull_secret.metadata.apply(lambda m: str(m.name))
+
+        self.config_map_name = config_map.metadata.apply(lambda m: str(m.name))
+        self.credentials_secret_name = credentials_secret.metadata.apply(lambda m: str(m.name))
+        self.wallet_secret_name = wallet_secret.metadata.apply(lambda m: str(m.name))
+        self.secret_names = pulumi.Output.all(
+            self.wallet_secret_name, self.credentials_secret_name, self.pull_secret_name
+        ).apply(lambda n: {"wallet": n[0], "credentials": n[1], "imagePull": n[2]})
+        self.register_outputs(
+            {
+                "config_map_name": self.config_map_name,
+                "secret_names": self.secret_names,
+                "admin_password": self.admin_password,
+            }
+        )
+
+    def pod_environment(self, probes: ProbeScript) -> PodEnvironment:
+        """The env, volumes and mounts of a bundler container (the probe script included)."""
+        s = self._settings
+        env = [
+            k8s.core.v1.EnvVarArgs(name="TURBO_JWK_FILE", value=WALLET_FILE),
+            k8s.core.v1.EnvVarArgs(name="ARWEAVE_WALLET_FILE", value=WALLET_FILE),
+        ]
+        if s.raw_data_wallet is not None:
+            env += [
+                k8s.core.v1.EnvVarArgs(name="RAW_DATA_ITEM_JWK_FILE", value=RAW_DATA_WALLET_FILE),
+                k8s.core.v1.EnvVarArgs(name="RAW_DATA_UPLOADS_ENABLED", value="true"),
+            ]
+        env.append(
+            k8s.core.v1.EnvVarArgs(
+                name="POD_IP",
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="status.podIP")
+                ),
+            )
+        )
+        env += [
+            k8s.core.v1.EnvVarArgs(
+                name=var,
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=self.credentials_secret_name, key=key)
+                ),
+            )
+            for var, key in SECRET_ENV.items()
+            if key in self._credential_keys
+        ]
+        volumes = [
+            k8s.core.v1.VolumeArgs(
+                name="wallets",
+                secret=k8s.core.v1.SecretVolumeSourceArgs(
+                    secret_name=self.wallet_secret_name, default_mode=WALLET_FILE_MODE
+                ),
+            ),
+            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")),
+            # Scratch space for uploads in flight: the root filesystem is read-only.
+            k8s.core.v1.VolumeArgs(name="temp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="20Gi")),
+            probes.volume,
+        ]
+        mounts = [
+            k8s.core.v1.VolumeMountArgs(name="wallets", mount_path=WALLET_DIR, read_only=True),
+            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+            k8s.core.v1.VolumeMountArgs(name="temp", mount_path=TEMP_DIR),
+            probes.volume_mount,
+        ]
+        pull = [] if self.pull_secret_name is None else [k8s.core.v1.LocalObjectReferenceArgs(name=self.pull_secret_name)]
+        names = [self.config_map_name, self.credentials_secret_name, self.wallet_secret_name, probes.config_map_name]
+        return PodEnvironment(
+            env=env,
+            env_from=[
+                k8s.core.v1.EnvFromSourceArgs(
+                    config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=self.config_map_name)
+                )
+            ],
+            volumes=volumes,
+            volume_mounts=mounts,
+            image_pull_secrets=pull,
+            object_names=pulumi.Output.all(*names).apply(list),
+        )

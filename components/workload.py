@@ -1,0 +1,277 @@
+"""A bundler process (API, workers or admin): one reusable component, used three times.
+
+Answers the rollout half of seed risk 10 and upstream's traps: the API runs
+`node lib/index.js` (`lib/server.js` never listens) with `PORT` set explicitly (the code's
+default is 3000), rollouts never drop below the desired ready count, and an API pod is given
+time to finish uploads in flight before it is stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import ProcessSettings, Settings
+from components.labels import (
+    ADMIN,
+    API,
+    WORKERS,
+    container_security,
+    k8s_name,
+    labels,
+    pod_security,
+    resources,
+    selector_labels,
+)
+from components.probes import (
+    ADMIN_READINESS,
+    API_READINESS,
+    WORKER_LIVENESS,
+    WORKER_READINESS,
+    deep_probe,
+)
+from components.secrets import PodEnvironment
+
+METRICS_PATH = "/bundler_metrics"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What differs between the three processes; everything else is shared."""
+
+    component: str
+    command: tuple[str, ...]
+    resources: ProcessSettings
+    port: Optional[int]
+    startup_probe: k8s.core.v1.ProbeArgs
+    liveness_probe: k8s.core.v1.ProbeArgs
+    readiness_probe: k8s.core.v1.ProbeArgs
+    grace_period_seconds: int
+    pre_stop_seconds: int = 0
+    env: tuple[tuple[str, str], ...] = field(default=())
+    disruption_budget: bool = False
+    metrics: bool = False
+
+
+def _http(path: str, port: int, s: Settings, failure_threshold: int) -> k8s.core.v1.ProbeArgs:
+    return k8s.core.v1.ProbeArgs(
+        http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port),
+        period_seconds=s.probes.period_seconds,
+        timeout_seconds=s.probes.timeout_seconds,
+        failure_threshold=failure_threshold,
+    )
+
+
+def _tcp(port: int, s: Settings, failure_threshold: int) -> k8s.core.v1.ProbeArgs:
+    return k8s.core.v1.ProbeArgs(
+        tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=port),
+        period_seconds=s.probes.period_seconds,
+        timeout_seconds=s.probes.timeout_seconds,
+        failure_threshold=failure_threshold,
+    )
+
+
+def _worker_process_alive(s: Settings) -> k8s.core.v1.ProbeArgs:
+    # The workers listen on nothing; the shallowest meaningful start-up signal is that the
+    # worker entrypoint is running (busybox pgrep is in the image).
+    return k8s.core.v1.ProbeArgs(
+        exec_=k8s.core.v1.ExecActionArgs(command=["pgrep", "-f", "lib/jobs/allWorkers.js"]),
+        period_seconds=5,
+        timeout_seconds=s.probes.timeout_seconds,
+        failure_threshold=12,
+    )
+
+
+# Start-up allowance: 30 x period, so a slow first boot is not killed by liveness.
+STARTUP_FAILURES = 30
+
+
+def process_specs(s: Settings) -> list[ProcessSpec]:
+    """API, workers and admin. Liveness never touches PostgreSQL: a database blip must not
+    restart pods; readiness is the deep check."""
+    return [
+        ProcessSpec(
+            component=API,
+            command=("node", "lib/index.js"),
+            resources=s.api,
+            port=s.api_port,
+            env=(("PORT", str(s.api_port)),),
+            startup_probe=_http("/health", s.api_port, s, STARTUP_FAILURES),
+            liveness_probe=_http("/health", s.api_port, s, s.probes.failure_threshold),
+            readiness_probe=deep_probe(API_READINESS, s.probes),
+            grace_period_seconds=s.api_grace_period_seconds,
+            pre_stop_seconds=s.api_pre_stop_seconds,
+            disruption_budget=s.api.replicas > 1,
+            metrics=True,
+        ),
+        ProcessSpec(
+            component=WORKERS,
+            command=("node", "lib/jobs/allWorkers.js"),
+            resources=s.workers,
+            port=None,
+            startup_probe=_worker_process_alive(s),
+            liveness_probe=deep_probe(
+                WORKER_LIVENESS, s.probes, failure_threshold=s.probes.worker_liveness_failure_threshold
+            ),
+            readiness_probe=deep_probe(WORKER_READINESS, s.probes),
+            grace_period_seconds=s.worker_grace_period_seconds,
+        ),
+        ProcessSpec(
+            component=ADMIN,
+            command=("node", "admin-server.js"),
+            resources=s.admin,
+            port=s.admin_port,
+            startup_probe=_tcp(s.admin_port, s, STARTUP_FAILURES),
+            liveness_probe=_tcp(s.admin_port, s, s.probes.failure_threshold),
+            readiness_probe=deep_probe(ADMIN_READINESS, s.probes),
+            grace_period_seconds=30,
+            disruption_budget=s.admin.replicas > 1,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class BundlerProcessArgs:
+    settings: Settings
+    """Validated stack settings."""
+    namespace: pulumi.Input[str]
+    """Namespace of every object created here."""
+    image: pulumi.Input[str]
+    """Bundler image by digest."""
+    pod: PodEnvironment
+    """Shared env, mounts, volumes and pull secrets."""
+    spec: ProcessSpec
+    """What this process runs and how it is probed."""
+
+
+class BundlerProcess(pulumi.ComponentResource):
+    """Deployment, plus Service and PodDisruptionBudget where the process needs them."""
+
+    deployment: k8s.apps.v1.Deployment
+    service_name: Optional[pulumi.Output[str]]
+    internal_url: Optional[pulumi.Output[str]]
+    port: Optional[int]
+
+    def __init__(self, name: str, args: BundlerProcessArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("x402-bundler:index:BundlerProcess", name, None, opts)
+        s, spec, pod = args.settings, args.spec, args.pod
+        child = pulumi.ResourceOptions(parent=self)
+        object_name = k8s_name("bundler", spec.component)
+        meta_labels = labels(s.stack, spec.component, s.app_version)
+        selector = selector_labels(s.stack, spec.component)
+        self.port = spec.port
+
+        annotations: dict[str, str] = {}
+        if spec.metrics and spec.port:
+            annotations = {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.port),
+                "prometheus.io/path": METRICS_PATH,
+            }
+
+        container = k8s.core.v1.ContainerArgs(
+            name=spec.component,
+            image=args.image,
+            command=list(spec.command),
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=spec.port)] if spec.port else None,
+            env=[*pod.env, *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in spec.env)],
+            env_from=pod.env_from,
+            volume_mounts=pod.volume_mounts,
+            security_context=container_security(),
+            resources=resources(
+                spec.resources.cpu_request, spec.resources.cpu_limit,
+                spec.resources.memory_request, spec.resources.memory_limit,
+            ),
+            startup_probe=spec.startup_probe,
+            liveness_probe=spec.liveness_probe,
+            readiness_probe=spec.readiness_probe,
+            # The endpoints controller needs a moment to stop routing to a terminating pod;
+            # sleeping first means no new upload lands on a pod that is shutting down.
+            lifecycle=k8s.core.v1.LifecycleArgs(
+                pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                    exec_=k8s.core.v1.ExecActionArgs(command=["sleep", str(spec.pre_stop_seconds)])
+                )
+            )
+            if spec.pre_stop_seconds
+            else None,
+        )
+
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=args.namespace, labels=meta_labels),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=spec.resources.replicas,
+                revision_history_limit=5,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                # Never below the desired ready count: a new pod must pass the deep readiness
+                # check before an old one is stopped.
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=meta_labels, annotations=annotations or None),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        automount_service_account_token=False,
+                        # Service links would inject <SERVICE>_PORT-style variables that can
+                        # shadow the app's own settings.
+                        enable_service_links=False,
+                        security_context=pod_security(),
+                        image_pull_secrets=pod.image_pull_secrets,
+                        termination_grace_period_seconds=spec.grace_period_seconds,
+                        topology_spread_constraints=_spread(selector) if s.is_prod else None,
+                        volumes=pod.volumes,
+                        containers=[container],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+
+        self.service_name = None
+        self.internal_url = None
+        if spec.port:
+            service = k8s.core.v1.Service(
+                f"{name}-service",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=args.namespace, labels=meta_labels),
+                spec=k8s.core.v1.ServiceSpecArgs(
+                    type="ClusterIP",
+                    selector=selector,
+                    ports=[k8s.core.v1.ServicePortArgs(name="http", port=spec.port, target_port="http")],
+                ),
+                opts=child,
+            )
+            self.service_name = service.metadata.apply(lambda m: str(m.name))
+            port = spec.port
+            self.internal_url = pulumi.Output.all(self.service_name, args.namespace).apply(
+                lambda v: f"http://{v[0]}.{v[1]}.svc.cluster.local:{port}"
+            )
+
+        if spec.disruption_budget:
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=args.namespace, labels=meta_labels),
+                spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                    max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector)
+                ),
+                opts=child,
+            )
+
+        self.register_outputs({"service_name": self.service_name, "internal_url": self.internal_url})
+
+
+def _spread(selector: dict[str, str]) -> list[k8s.core.v1.TopologySpreadConstraintArgs]:
+    """Strictly across nodes, so one node's loss never takes every replica; across zones
+    where the cluster has them, best effort so a single-zone cluster still schedules."""
+    return [
+        k8s.core.v1.TopologySpreadConstraintArgs(
+            max_skew=1,
+            topology_key=key,
+            when_unsatisfiable=when,
+            label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+        )
+        for key, when in (("kubernetes.io/hostname", "DoNotSchedule"), ("topology.kubernetes.io/zone", "ScheduleAnyway"))
+    ]
