@@ -5,17 +5,17 @@ data services; the three Deployments wait for the Job.
 """
 
 import pulumi
+
+from components.config import load_settings
 from components.data import DataServices, DataServicesArgs
 from components.github import GithubDelivery, GithubDeliveryArgs
 from components.image import BundlerImage, BundlerImageArgs
-from components.network import NetworkPolicies, NetworkPoliciesArgs
-from components.registry import GhcrPackage, GhcrPackageArgs
-
-from components.config import load_settings
 from components.ingress import ApiExposure, ApiExposureArgs
 from components.migration import MigrationJob, MigrationJobArgs
 from components.namespace import BundlerNamespace, BundlerNamespaceArgs
+from components.network import NetworkPolicies, NetworkPoliciesArgs
 from components.probes import ProbeScript, ProbeScriptArgs
+from components.registry import GhcrPackage, GhcrPackageArgs
 from components.secrets import AppConfiguration, AppConfigurationArgs
 from components.workload import BundlerProcess, BundlerProcessArgs, process_specs
 
@@ -36,14 +36,14 @@ pod = app_config.pod_environment(probes)
 
 migration = MigrationJob(
     "migration",
-    MigrationJobArgs(settings=settings, namespace=namespace.name, image=image.ref, pod=pod),
-    opts=pulumi.ResourceOptions(depends_on=[data]),
+    MigrationJobArgs(settings=settings, namespace=namespace.name, image=image.ref, pod=pod, wait_for=[data]),
 )
 processes = {
     spec.component: BundlerProcess(
         spec.component,
-        BundlerProcessArgs(settings=settings, namespace=namespace.name, image=image.ref, pod=pod, spec=spec),
-        opts=pulumi.ResourceOptions(depends_on=[migration]),
+        BundlerProcessArgs(
+            settings=settings, namespace=namespace.name, image=image.ref, pod=pod, spec=spec, wait_for=[migration]
+        ),
     )
     for spec in process_specs(settings)
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -75,12 +75,12 @@ def content_named(base: str, data: pulumi.Input[Mapping[str, Any]]) -> pulumi.Ou
     return pulumi.Output.unsecret(pulumi.Output.from_input(data).apply(lambda d: k8s_name(base, content_hash(d))))
 
 
-def container_security() -> k8s.core.v1.SecurityContextArgs:
+def container_security(uid: int = APP_UID) -> k8s.core.v1.SecurityContextArgs:
     """The restricted Pod Security Standard for one container, read-only root included."""
     return k8s.core.v1.SecurityContextArgs(
         run_as_non_root=True,
-        run_as_user=APP_UID,
-        run_as_group=APP_UID,
+        run_as_user=uid,
+        run_as_group=uid,
         allow_privilege_escalation=False,
         read_only_root_filesystem=True,
         capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
@@ -88,13 +88,13 @@ def container_security() -> k8s.core.v1.SecurityContextArgs:
     )
 
 
-def pod_security(fs_group: Optional[int] = APP_UID) -> k8s.core.v1.PodSecurityContextArgs:
-    """Pod-level restricted settings; fsGroup makes mounted Secrets readable by uid 1001."""
+def pod_security(uid: int = APP_UID) -> k8s.core.v1.PodSecurityContextArgs:
+    """Pod-level restricted settings; fsGroup makes mounted Secrets and volumes usable by `uid`."""
     return k8s.core.v1.PodSecurityContextArgs(
         run_as_non_root=True,
-        run_as_user=APP_UID,
-        run_as_group=APP_UID,
-        fs_group=fs_group,
+        run_as_user=uid,
+        run_as_group=uid,
+        fs_group=uid,
         seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
     )
 

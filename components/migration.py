@@ -7,6 +7,7 @@ Deployment sets `MIGRATE_ON_STARTUP=false`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,6 +32,9 @@ class MigrationJobArgs:
     """Bundler image by digest; the same image the Deployments run."""
     pod: PodEnvironment
     """The API's environment, mounts and pull secrets."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    """What must be ready before migrating (the data services). Set on the Job itself:
+    a component's `depends_on` is not inherited by its children."""
 
 
 def job_name(image: str, object_names: list[str], settings: Settings) -> str:
@@ -107,6 +111,7 @@ class MigrationJob(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=list(args.wait_for),
                 custom_timeouts=pulumi.CustomTimeouts(
                     create=f"{s.migration_timeout_seconds + AWAIT_MARGIN_SECONDS}s",
                     update=f"{s.migration_timeout_seconds + AWAIT_MARGIN_SECONDS}s",

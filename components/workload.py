@@ -8,6 +8,7 @@ time to finish uploads in flight before it is stopped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -145,6 +146,9 @@ class BundlerProcessArgs:
     """Shared env, mounts, volumes and pull secrets."""
     spec: ProcessSpec
     """What this process runs and how it is probed."""
+    wait_for: Sequence[pulumi.Resource] = ()
+    """Created only after these (the migration Job). Set on the Deployment itself: a
+    component's `depends_on` is not inherited by its children."""
 
 
 class BundlerProcess(pulumi.ComponentResource):
@@ -228,7 +232,7 @@ class BundlerProcess(pulumi.ComponentResource):
                     ),
                 ),
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.wait_for)),
         )
 
         self.service_name = None

@@ -31,6 +31,7 @@ from pulumi.runtime.sync_await import _sync_await
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "x402-bundler"
 SECRET = "[secret]"
+GITHUB_REST = "github:index/getRestApi:getRestApi"
 _SIG_KEY = rpc._special_sig_key
 _SECRET_SIG = rpc._special_secret_sig
 
@@ -163,18 +164,24 @@ class ProgramMocks(pulumi.runtime.Mocks):
             state["ref"] = f"{str(tags[0]).rsplit(':', 1)[0]}@{state['digest']}"
         elif args.typ == "docker-build:index:Index":
             state["ref"] = f"{str(state.get('tag', 'registry.invalid/unknown:x')).rsplit(':', 1)[0]}@{_digest(args.name, state.get('sources'))}"
-        elif args.typ == "random:index:RandomPassword":
+        elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = "mock-" + hashlib.sha256(args.name.encode()).hexdigest()[:28]
         elif args.typ == "pulumi:pulumi:StackReference":
             state["outputs"] = self.stack_outputs.get(str(state.get("name")), {})
             state["secretOutputNames"] = []
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         inputs = dict(args.args)
         self.calls.append((args.token, inputs))
         result = self.call_results(args.token, inputs) if self.call_results else None
-        return (result or {}), None
+        if result is None and args.token == GITHUB_REST:
+            # Offline default: the package does not exist yet (as before a first push).
+            result = {"code": 404, "body": "{}", "status": "404 Not Found"}
+        if args.token == GITHUB_REST and result is not None:
+            result = {"endpoint": inputs.get("endpoint", ""), "id": inputs.get("endpoint", ""), "headers": "{}",
+                      "status": "", "body": "{}", **result}
+        return result or {}
 
 
 class RecordingMonitor(pmocks.MockMonitor):
@@ -309,7 +316,7 @@ def run_program(
                 runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
         _sync_await(run_pulumi_func(main))
-    except Exception as error:  # noqa: BLE001 handed to the caller below
+    except Exception as error:  # handed to the caller below
         if raise_errors:
             raise
         return Recording(resources=monitor.recorded, calls=mocks.calls, error=error)

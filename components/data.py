@@ -1,0 +1,399 @@
+"""The bundler's backing services: in the namespace for dev, managed endpoints for prod.
+
+Either way the result is one `DataEndpoints`, so nothing downstream knows the mode. In-cluster,
+PostgreSQL 16, a cache Redis (allkeys-lru, as upstream), a queue Redis (noeviction and an
+append-only file, which BullMQ needs; no password, which the bundler cannot send) and MinIO
+run as StatefulSets; a Job creates the data bucket. The migration Job depends on this
+component, so a first `up` on an empty cluster waits for ready services before migrating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.config import Settings
+from components.endpoints import DataEndpoints
+from components.labels import (
+    BUCKET_INIT,
+    MINIO,
+    POSTGRES,
+    REDIS_CACHE,
+    REDIS_QUEUE,
+    container_security,
+    k8s_name,
+    labels,
+    pod_security,
+    resources,
+    selector_labels,
+)
+
+# Users of the official images (alpine): postgres is uid 70, redis uid 999. MinIO runs as any uid.
+POSTGRES_UID, REDIS_UID, MINIO_UID = 70, 999, 1001
+MINIO_PORT = 9000
+MINIO_ROOT_USER = "bundler-minio"
+PGDATA_MOUNT = "/var/lib/postgresql/data"
+
+
+@dataclass(frozen=True)
+class DataServicesArgs:
+    settings: Settings
+    """Validated stack settings (`data` section)."""
+    namespace: pulumi.Input[str]
+    """Namespace of the in-cluster services."""
+
+
+def _external(s: Settings) -> DataEndpoints:
+    d = s.data
+    if d.postgres.password is None or d.s3.access_key_id is None or d.s3.secret_access_key is None:
+        raise ValueError("external data mode needs dbPassword and the S3 keys (validation should have said so)")
+    return DataEndpoints(
+        db_host=str(d.postgres.host),
+        db_port=d.postgres.port,
+        db_database=d.postgres.database,
+        db_user=d.postgres.user,
+        db_password=d.postgres.password,
+        db_max_connections=d.postgres.max_connections,
+        cache_host=str(d.cache.host),
+        cache_port=d.cache.port,
+        cache_password=d.cache.password,
+        cache_tls=d.cache.tls,
+        queue_host=str(d.queue.host),
+        queue_port=d.queue.port,
+        s3_endpoint=d.s3.endpoint,
+        s3_region=d.s3.region,
+        s3_bucket=d.s3.bucket,
+        s3_access_key_id=d.s3.access_key_id,
+        s3_secret_access_key=d.s3.secret_access_key,
+        s3_force_path_style=d.s3.force_path_style,
+    )
+
+
+def _secret_env(name: str, secret: pulumi.Input[str], key: str) -> k8s.core.v1.EnvVarArgs:
+    return k8s.core.v1.EnvVarArgs(
+        name=name,
+        value_from=k8s.core.v1.EnvVarSourceArgs(
+            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret, key=key)
+        ),
+    )
+
+
+def _exec(command: list[str], period: int = 10, failures: int = 3) -> k8s.core.v1.ProbeArgs:
+    return k8s.core.v1.ProbeArgs(
+        exec_=k8s.core.v1.ExecActionArgs(command=command), period_seconds=period, timeout_seconds=5,
+        failure_threshold=failures,
+    )
+
+
+def _scratch(name: str, path: str) -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.VolumeMountArgs]:
+    return (
+        k8s.core.v1.VolumeArgs(name=name, empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+        k8s.core.v1.VolumeMountArgs(name=name, mount_path=path),
+    )
+
+
+class DataServices(pulumi.ComponentResource):
+    """PostgreSQL, two Redis and S3: StatefulSets in-cluster, or the configured endpoints."""
+
+    endpoints: DataEndpoints
+
+    def __init__(self, name: str, args: DataServicesArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("x402-bundler:index:DataServices", name, None, opts)
+        s = args.settings
+        if s.data.mode == "external":
+            self.endpoints = _external(s)
+            self.register_outputs({"mode": "external"})
+            return
+
+        self._s, self._ns, self._name = s, args.namespace, name
+        d = s.data
+        # Stable across `up`s: no keepers, so the passwords change only if these are replaced.
+        child = pulumi.ResourceOptions(parent=self, protect=d.protect)
+        db_password = random.RandomPassword(f"{name}-postgres-password", length=32, special=False, opts=child)
+        cache_password = random.RandomPassword(f"{name}-cache-redis-password", length=32, special=False, opts=child)
+        minio_password = random.RandomPassword(f"{name}-minio-password", length=32, special=False, opts=child)
+
+        hosts = {c: self._host(c) for c in (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO)}
+        minio_url = pulumi.Output.concat("http://", hosts[MINIO], ":", str(MINIO_PORT))
+        secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=self._meta("bundler-data-credentials", "data"),
+            type="Opaque",
+            string_data={
+                "postgres-password": db_password.result,
+                "cache-redis-password": cache_password.result,
+                # Read by redis-server as a config file, so the password is in no pod arg or env.
+                "cache-redis-auth.conf": pulumi.Output.concat("requirepass ", cache_password.result, "\n"),
+                "minio-root-user": MINIO_ROOT_USER,
+                "minio-root-password": minio_password.result,
+                # mc reads MC_HOST_<alias> as a URL with credentials: no shell, no config file.
+                "mc-host": pulumi.Output.concat(
+                    "http://", MINIO_ROOT_USER, ":", minio_password.result, "@", hosts[MINIO], ":", str(MINIO_PORT)
+                ),
+            },
+            opts=child,
+        )
+        secret_name = secret.metadata.apply(lambda m: str(m.name))
+
+        postgres = self._postgres(secret_name)
+        cache = self._cache_redis(secret_name)
+        queue = self._queue_redis()
+        minio = self._minio(secret_name)
+        self._bucket_job(secret_name, minio)
+
+        self.endpoints = DataEndpoints(
+            db_host=hosts[POSTGRES],
+            db_port=d.postgres.port,
+            db_database=d.postgres.database,
+            db_user=d.postgres.user,
+            db_password=pulumi.Output.secret(db_password.result),
+            db_max_connections=d.postgres.max_connections,
+            cache_host=hosts[REDIS_CACHE],
+            cache_port=d.cache.port,
+            cache_password=pulumi.Output.secret(cache_password.result),
+            cache_tls=False,
+            queue_host=hosts[REDIS_QUEUE],
+            queue_port=d.queue.port,
+            s3_endpoint=minio_url,
+            s3_region=d.s3.region,
+            s3_bucket=d.s3.bucket,
+            s3_access_key_id=pulumi.Output.secret(MINIO_ROOT_USER),
+            s3_secret_access_key=pulumi.Output.secret(minio_password.result),
+            s3_force_path_style=True,
+        )
+        self.register_outputs(
+            {"mode": "in-cluster", "statefulsets": [postgres.id, cache.id, queue.id, minio.id]}
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _meta(self, object_name: str, component: str) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(
+            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._s.stack, component, self._s.app_version)
+        )
+
+    def _host(self, component: str) -> pulumi.Output[str]:
+        return pulumi.Output.concat(k8s_name("bundler", component), ".", self._ns, ".svc.cluster.local")
+
+    def _statefulset(
+        self,
+        component: str,
+        uid: int,
+        container: k8s.core.v1.ContainerArgs,
+        port: int,
+        volumes: list[k8s.core.v1.VolumeArgs],
+        storage: Optional[str],
+    ) -> k8s.apps.v1.StatefulSet:
+        s, name = self._s, self._name
+        opts = pulumi.ResourceOptions(parent=self, protect=s.data.protect, retain_on_delete=s.data.protect)
+        object_name = k8s_name("bundler", component)
+        selector = selector_labels(s.stack, component)
+        service = k8s.core.v1.Service(
+            f"{name}-{component}-service",
+            metadata=self._meta(object_name, component),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                selector=selector, ports=[k8s.core.v1.ServicePortArgs(name=component, port=port, target_port=port)]
+            ),
+            opts=opts,
+        )
+        claims = None
+        if storage:
+            claims = [
+                k8s.core.v1.PersistentVolumeClaimArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(name="data", labels=selector),
+                    spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                        access_modes=["ReadWriteOnce"],
+                        storage_class_name=s.data.in_cluster.storage_class,
+                        resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": storage}),
+                    ),
+                )
+            ]
+        retention = "Retain" if s.data.protect else "Delete"
+        return k8s.apps.v1.StatefulSet(
+            f"{name}-{component}",
+            metadata=self._meta(object_name, component),
+            spec=k8s.apps.v1.StatefulSetSpecArgs(
+                replicas=1,
+                service_name=service.metadata.apply(lambda m: str(m.name)),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                # Volumes outlive the StatefulSet in prod-like stacks: data is removed on purpose only.
+                persistent_volume_claim_retention_policy=k8s.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
+                    when_deleted=retention, when_scaled=retention
+                ),
+                volume_claim_templates=claims,
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(s.stack, component, s.app_version)),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        security_context=pod_security(uid),
+                        volumes=volumes,
+                        containers=[container],
+                    ),
+                ),
+            ),
+            opts=opts,
+        )
+
+    def _postgres(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
+        p, ic = self._s.data.postgres, self._s.data.in_cluster
+        run_volume, run_mount = _scratch("run", "/var/run/postgresql")
+        tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
+        ready = ["pg_isready", "-h", "127.0.0.1", "-p", str(p.port), "-U", p.user, "-d", p.database]
+        container = k8s.core.v1.ContainerArgs(
+            name=POSTGRES,
+            image=ic.postgres_image,
+            # The connection budget check uses the same number (dbMaxConnections).
+            args=["-c", f"max_connections={p.max_connections}", "-c", f"port={p.port}"],
+            env=[
+                k8s.core.v1.EnvVarArgs(name="POSTGRES_USER", value=p.user),
+                k8s.core.v1.EnvVarArgs(name="POSTGRES_DB", value=p.database),
+                _secret_env("POSTGRES_PASSWORD", secret, "postgres-password"),
+                # initdb refuses a mount point that holds lost+found: use a subdirectory.
+                k8s.core.v1.EnvVarArgs(name="PGDATA", value=f"{PGDATA_MOUNT}/pgdata"),
+            ],
+            ports=[k8s.core.v1.ContainerPortArgs(name=POSTGRES, container_port=p.port)],
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path=PGDATA_MOUNT), run_mount, tmp_mount],
+            security_context=container_security(POSTGRES_UID),
+            resources=resources("250m", "1", "256Mi", "1Gi"),
+            readiness_probe=_exec(ready, period=5),
+            liveness_probe=_exec(ready, period=10, failures=6),
+        )
+        return self._statefulset(POSTGRES, POSTGRES_UID, container, p.port, [run_volume, tmp_volume], ic.postgres_storage)
+
+    def _cache_redis(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
+        d = self._s.data
+        auth = k8s.core.v1.VolumeArgs(
+            name="auth",
+            secret=k8s.core.v1.SecretVolumeSourceArgs(
+                secret_name=secret,
+                items=[k8s.core.v1.KeyToPathArgs(key="cache-redis-auth.conf", path="auth.conf")],
+                default_mode=0o440,
+            ),
+        )
+        data_volume, data_mount = _scratch("data", "/data")
+        ping = ["redis-cli", "-p", str(d.cache.port), "ping"]
+        container = k8s.core.v1.ContainerArgs(
+            name=REDIS_CACHE,
+            image=d.in_cluster.redis_image,
+            command=[
+                "redis-server", "/etc/redis/auth.conf",
+                "--port", str(d.cache.port),
+                "--maxmemory", d.in_cluster.cache_max_memory,
+                "--maxmemory-policy", "allkeys-lru",
+                "--save", "",
+                "--appendonly", "no",
+            ],
+            # redis-cli reads the password from REDISCLI_AUTH: it stays off the command line.
+            env=[_secret_env("REDISCLI_AUTH", secret, "cache-redis-password")],
+            ports=[k8s.core.v1.ContainerPortArgs(name="redis", container_port=d.cache.port)],
+            volume_mounts=[
+                k8s.core.v1.VolumeMountArgs(name="auth", mount_path="/etc/redis", read_only=True),
+                data_mount,
+            ],
+            security_context=container_security(REDIS_UID),
+            resources=resources("50m", "500m", "64Mi", "512Mi"),
+            readiness_probe=_exec(ping, period=5),
+            liveness_probe=_exec(ping, period=10, failures=6),
+        )
+        return self._statefulset(REDIS_CACHE, REDIS_UID, container, d.cache.port, [auth, data_volume], None)
+
+    def _queue_redis(self) -> k8s.apps.v1.StatefulSet:
+        d = self._s.data
+        ping = ["redis-cli", "-p", str(d.queue.port), "ping"]
+        container = k8s.core.v1.ContainerArgs(
+            name=REDIS_QUEUE,
+            image=d.in_cluster.redis_image,
+            command=[
+                "redis-server",
+                "--port", str(d.queue.port),
+                # BullMQ loses jobs if Redis evicts keys; the append-only file keeps them across restarts.
+                "--maxmemory-policy", "noeviction",
+                "--appendonly", "yes",
+                "--dir", "/data",
+                # No password (the bundler cannot send one), so protected mode would refuse every
+                # remote client; the NetworkPolicies admit only the bundler pods instead.
+                "--protected-mode", "no",
+            ],
+            ports=[k8s.core.v1.ContainerPortArgs(name="redis", container_port=d.queue.port)],
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path="/data")],
+            security_context=container_security(REDIS_UID),
+            resources=resources("50m", "500m", "128Mi", "512Mi"),
+            readiness_probe=_exec(ping, period=5),
+            liveness_probe=_exec(ping, period=10, failures=6),
+        )
+        return self._statefulset(REDIS_QUEUE, REDIS_UID, container, d.queue.port, [], d.in_cluster.queue_redis_storage)
+
+    def _minio(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
+        ic = self._s.data.in_cluster
+        tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
+
+        def http(path: str, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
+            return k8s.core.v1.ProbeArgs(
+                http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=MINIO_PORT),
+                period_seconds=period, timeout_seconds=5, failure_threshold=failures,
+            )
+
+        container = k8s.core.v1.ContainerArgs(
+            name=MINIO,
+            image=ic.minio_image,
+            args=["server", "/data", "--address", f":{MINIO_PORT}"],
+            env=[
+                _secret_env("MINIO_ROOT_USER", secret, "minio-root-user"),
+                _secret_env("MINIO_ROOT_PASSWORD", secret, "minio-root-password"),
+                k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
+            ],
+            ports=[k8s.core.v1.ContainerPortArgs(name="s3", container_port=MINIO_PORT)],
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path="/data"), tmp_mount],
+            security_context=container_security(MINIO_UID),
+            resources=resources("100m", "1", "256Mi", "1Gi"),
+            readiness_probe=http("/minio/health/ready", 5, 3),
+            liveness_probe=http("/minio/health/live", 10, 6),
+        )
+        return self._statefulset(MINIO, MINIO_UID, container, MINIO_PORT, [tmp_volume], ic.minio_storage)
+
+    def _bucket_job(self, secret: pulumi.Input[str], minio: k8s.apps.v1.StatefulSet) -> k8s.batch.v1.Job:
+        s = self._s
+        tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
+        return k8s.batch.v1.Job(
+            f"{self._name}-bucket",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=k8s_name("bundler-bucket", s.data.s3.bucket),
+                namespace=self._ns,
+                labels=labels(s.stack, BUCKET_INIT, s.app_version),
+                annotations={"pulumi.com/replaceUnready": "true"},
+            ),
+            # No ttlSecondsAfterFinished, for the same reason as the migration Job: a
+            # TTL-deleted Job is drift that `refresh` + `up` would re-create.
+            spec=k8s.batch.v1.JobSpecArgs(
+                backoff_limit=6,
+                active_deadline_seconds=300,
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(s.stack, BUCKET_INIT, s.app_version)),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        restart_policy="Never",
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        security_context=pod_security(),
+                        volumes=[tmp_volume],
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="create-bucket",
+                                image=s.data.in_cluster.minio_client_image,
+                                # Idempotent: an existing bucket is success.
+                                command=["mc", "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{s.data.s3.bucket}"],
+                                env=[_secret_env("MC_HOST_local", secret, "mc-host")],
+                                volume_mounts=[tmp_mount],
+                                security_context=container_security(),
+                                resources=resources("50m", "200m", "32Mi", "128Mi"),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[minio]),
+        )

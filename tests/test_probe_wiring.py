@@ -1,0 +1,78 @@
+"""The deep check is wired where it belongs: readiness everywhere, liveness only for workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components import probes
+from tests.test_workloads import CONFIG_MAP, DEPLOYMENT, container, deployment, render
+from tools.harness import Recording
+
+READINESS = {
+    "api": {"postgres", "redis-cache", "redis-queue", "s3"},
+    "admin": {"postgres", "redis-cache", "redis-queue"},
+    "workers": {"postgres", "redis-queue", "s3"},
+}
+
+
+@pytest.fixture(scope="module")
+def dev() -> Recording:
+    return render("dev")
+
+
+def checks_of(probe: dict) -> set[str]:
+    command = probe["exec"]["command"]
+    assert command[:2] == ["node", probes.SCRIPT_PATH]
+    return set(command[command.index("--checks") + 1].split(","))
+
+
+@pytest.mark.parametrize("component", sorted(READINESS))
+def test_readiness_is_the_deep_check_of_what_the_process_needs(dev: Recording, component: str) -> None:
+    probe = container(deployment(dev, component))["readinessProbe"]
+    assert checks_of(probe) == READINESS[component]
+
+
+def test_worker_liveness_proves_its_bullmq_connections_with_a_generous_threshold(dev: Recording) -> None:
+    c = container(deployment(dev, "workers"))
+    assert checks_of(c["livenessProbe"]) == {"bullmq-worker"}
+    assert c["livenessProbe"]["failureThreshold"] > c["readinessProbe"]["failureThreshold"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+@pytest.mark.parametrize("component", sorted(READINESS))
+def test_the_script_finishes_before_the_kubelet_gives_up(dev: Recording, component: str) -> None:
+    probe = container(deployment(dev, component))["readinessProbe"]
+    command = probe["exec"]["command"]
+    budget_ms = int(command[command.index("--timeout-ms") + 1])
+    # The script's hard deadline is its timeout plus 250 ms, and node needs time to start.
+    assert budget_ms + 250 + 500 <= probe["timeoutSeconds"] * 1000
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 20, "a blip of a few seconds must not flip readiness"
+
+
+def test_probe_timings_come_from_config() -> None:
+    rec = render("dev", overrides={"probePeriodSeconds": 15, "probeTimeoutSeconds": 6, "probeFailureThreshold": 4})
+    probe = container(deployment(rec, "api"))["readinessProbe"]
+    assert (probe["periodSeconds"], probe["timeoutSeconds"], probe["failureThreshold"]) == (15, 6, 4)
+
+
+def test_the_config_map_holds_the_script_and_is_mounted_read_only(dev: Recording) -> None:
+    (cm,) = [r for r in dev.of_type(CONFIG_MAP) if "deep-check.js" in (r.inputs.get("data") or {})]
+    assert cm.inputs["data"]["deep-check.js"] == probes.SCRIPT.read_text()
+    name = dev.k8s_name(cm)
+    for d in dev.of_type(DEPLOYMENT):
+        spec = d.get("spec.template.spec")
+        (volume,) = [v for v in spec["volumes"] if v.get("configMap", {}).get("name") == name]
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True and mount["mountPath"] == probes.MOUNT_PATH
+
+
+def test_a_changed_script_rolls_the_pods(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    before = {d.name: d.get("spec.template") for d in render("dev").of_type(DEPLOYMENT)}
+    changed = tmp_path / "deep-check.js"
+    changed.write_text(probes.SCRIPT.read_text() + "\n// changed\n")
+    monkeypatch.setattr(probes, "SCRIPT", changed)
+    after = {d.name: d.get("spec.template") for d in render("dev").of_type(DEPLOYMENT)}
+    assert all(before[n] != after[n] for n in before)

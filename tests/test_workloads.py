@@ -1,0 +1,305 @@
+"""The bundler on Kubernetes: wallets as files, one migration Job, three Deployments after it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from components.probes import SCRIPT_PATH
+from components.secrets import WALLET_FILE
+from tests.pss import restricted_violations
+from tools.harness import Recording, Registered, placeholder_secrets, run_program
+
+DEPLOYMENT, JOB, SECRET, CONFIG_MAP = (
+    "kubernetes:apps/v1:Deployment",
+    "kubernetes:batch/v1:Job",
+    "kubernetes:core/v1:Secret",
+    "kubernetes:core/v1:ConfigMap",
+)
+PROMOTED = "ghcr.io/example-org/ar-io-x402-bundler@sha256:" + "a" * 64
+STACKS = ["dev", "prod"]
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def render(stack: str, **kwargs: Any) -> Recording:
+    kwargs.setdefault("stack_outputs", {"example-org/x402-bundler/dev": {"imageRef": PROMOTED}})
+    return run_program(stack, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def recording(stack: str) -> Recording:
+    return render(stack)
+
+
+def deployment(rec: Recording, component: str) -> Registered:
+    return rec.one(DEPLOYMENT, f"{component}-deployment")
+
+
+def container(r: Registered) -> dict[str, Any]:
+    containers = r.get("spec.template.spec.containers")
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def migration_job(rec: Recording) -> Registered:
+    (job,) = [j for j in rec.of_type(JOB) if j.name == "migration-job"]
+    return job
+
+
+def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def settings_map(rec: Recording, c: dict[str, Any]) -> dict[str, str]:
+    """The ConfigMap a container reads through envFrom."""
+    (source,) = c["envFrom"]
+    name = source["configMapRef"]["name"]
+    (cm,) = [r for r in rec.of_type(CONFIG_MAP) if rec.k8s_name(r) == name]
+    return dict(cm.inputs["data"])
+
+
+def test_graph_has_one_job_and_three_deployments_that_wait_for_it(recording: Recording) -> None:
+    job = migration_job(recording)
+    deployments = recording.of_type(DEPLOYMENT)
+    assert sorted(d.name for d in deployments) == ["admin-deployment", "api-deployment", "workers-deployment"]
+    for d in deployments:
+        assert recording.depends_on(d, job), f"{d.name} does not wait for the migration Job"
+
+
+def test_wallet_is_a_mounted_secret_file_named_by_both_env_vars(recording: Recording, stack: str) -> None:
+    wallet_text = placeholder_secrets(stack)["arweaveWallet"]
+    (wallet_secret,) = [s for s in recording.of_type(SECRET) if "wallet.json" in (s.inputs.get("stringData") or {})]
+    assert wallet_secret.inputs["stringData"]["wallet.json"] == wallet_text
+    assert wallet_secret.redacted_inputs["stringData"] == "[secret]" or wallet_secret.redacted_inputs["stringData"]["wallet.json"] == "[secret]"
+    secret_name = recording.k8s_name(wallet_secret)
+    for workload in [*recording.of_type(DEPLOYMENT), migration_job(recording)]:
+        spec = workload.get("spec.template.spec")
+        (volume,) = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == secret_name]
+        assert volume["secret"]["defaultMode"] == 0o400
+        assert spec["securityContext"]["fsGroup"] == 1001
+        c = container(workload)
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True
+        assert WALLET_FILE.startswith(mount["mountPath"] + "/")
+        env = env_of(c)
+        assert env["TURBO_JWK_FILE"] == env["ARWEAVE_WALLET_FILE"] == WALLET_FILE
+        assert "RAW_DATA_ITEM_JWK_FILE" not in env and "RAW_DATA_UPLOADS_ENABLED" not in env
+
+
+def test_wallet_text_appears_in_no_workload_or_config_map(recording: Recording, stack: str) -> None:
+    wallet = json.loads(placeholder_secrets(stack)["arweaveWallet"])
+    for r in [*recording.of_type(DEPLOYMENT), *recording.of_type(JOB), *recording.of_type(CONFIG_MAP)]:
+        text = json.dumps(r.inputs)
+        assert wallet["d"] not in text and wallet["n"] not in text, f"wallet material in {r.type} {r.name}"
+
+
+def test_raw_data_wallet_is_mounted_only_when_configured() -> None:
+    from tools.harness import test_wallet
+
+    rec = render("dev", secrets={"rawDataWallet": test_wallet()})
+    env = env_of(container(deployment(rec, "api")))
+    assert env["RAW_DATA_UPLOADS_ENABLED"] == "true"
+    assert env["RAW_DATA_ITEM_JWK_FILE"].endswith("/raw-data-wallet.json")
+
+
+@pytest.mark.parametrize(
+    ("component", "command", "port"),
+    [("api", ["node", "lib/index.js"], 3001), ("workers", ["node", "lib/jobs/allWorkers.js"], None), ("admin", ["node", "admin-server.js"], 3002)],
+)
+def test_each_process_runs_its_real_entrypoint(recording: Recording, component: str, command: list[str], port: int | None) -> None:
+    c = container(deployment(recording, component))
+    assert c["command"] == command
+    ports = [p["containerPort"] for p in c.get("ports", [])]
+    assert ports == ([port] if port else [])
+    services = [s for s in recording.of_type("kubernetes:core/v1:Service") if s.name == f"{component}-service"]
+    assert [s.get("spec.ports.0.port") for s in services] == ([port] if port else [])
+
+
+def test_api_listens_on_3001_and_nothing_migrates_at_start(recording: Recording) -> None:
+    api = container(deployment(recording, "api"))
+    assert env_of(api)["PORT"] == "3001"
+    for d in recording.of_type(DEPLOYMENT):
+        assert settings_map(recording, container(d))["MIGRATE_ON_STARTUP"] == "false"
+
+
+def test_migration_job_runs_once_with_the_api_environment(recording: Recording) -> None:
+    job = migration_job(recording)
+    c = container(job)
+    api = container(deployment(recording, "api"))
+    assert c["command"] == ["yarn", "db:migrate"]
+    assert c["image"] == api["image"]
+    assert c["envFrom"] == api["envFrom"]
+    assert {e["name"] for e in api["env"]} - {"PORT"} <= {e["name"] for e in c["env"]}
+    spec = job.inputs["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["backoffLimit"] <= 2
+    assert spec["activeDeadlineSeconds"] > 0
+    assert "ttlSecondsAfterFinished" not in spec
+    assert job.get("metadata.annotations")["pulumi.com/replaceUnready"] == "true"
+    create = int(job.custom_timeouts["create"].rstrip("s"))
+    assert create > spec["activeDeadlineSeconds"]
+
+
+def _job_name(**kwargs: Any) -> str:
+    rec = render("prod", **kwargs)
+    return rec.k8s_name(migration_job(rec))
+
+
+def test_migration_job_name_follows_the_image_digest() -> None:
+    other = "ghcr.io/example-org/ar-io-x402-bundler@sha256:" + "b" * 64
+    first = _job_name()
+    assert _job_name() == first, "an unchanged stack must give the same Job (no diff)"
+    assert _job_name(overrides={"imagePromoteStack": None, "imageRef": other}) != first
+    assert _job_name(overrides={"imagePromoteStack": None, "imageRef": PROMOTED}) == first
+
+
+def test_every_container_passes_restricted_pss_and_has_requests_and_limits(recording: Recording) -> None:
+    for w in [*recording.of_type(DEPLOYMENT), migration_job(recording)]:
+        spec = w.get("spec.template.spec")
+        assert restricted_violations(spec) == [], w.name
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"]:
+            for kind in ("requests", "limits"):
+                assert set(c["resources"][kind]) == {"cpu", "memory"}, (w.name, kind)
+
+
+def test_root_filesystem_is_read_only_with_writable_scratch(recording: Recording) -> None:
+    c = container(deployment(recording, "api"))
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert "/tmp" in mounts and settings_map(recording, c)["TEMP_DIR"] in mounts
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def _probe_text(probe: dict[str, Any]) -> str:
+    return json.dumps(probe)
+
+
+@pytest.mark.parametrize("component", ["api", "workers", "admin"])
+def test_liveness_and_startup_never_touch_the_database(recording: Recording, component: str) -> None:
+    c = container(deployment(recording, component))
+    for probe in ("livenessProbe", "startupProbe"):
+        text = _probe_text(c[probe])
+        assert "postgres" not in text and "s3" not in text and "redis-cache" not in text, (component, probe)
+    if component != "workers":
+        assert "exec" not in c["livenessProbe"], "API and admin liveness stays shallow"
+    else:
+        assert c["livenessProbe"]["exec"]["command"][:2] == ["node", SCRIPT_PATH]
+        assert "bullmq-worker" in c["livenessProbe"]["exec"]["command"]
+
+
+def test_api_liveness_is_the_health_endpoint(recording: Recording) -> None:
+    c = container(deployment(recording, "api"))
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_rollouts_never_drop_ready_pods_and_api_drains_uploads(recording: Recording) -> None:
+    for d in recording.of_type(DEPLOYMENT):
+        assert d.get("spec.strategy.rollingUpdate.maxUnavailable") == 0
+    api = deployment(recording, "api")
+    pre_stop = container(api)["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep" and int(pre_stop[1]) > 0
+    assert api.get("spec.template.spec.terminationGracePeriodSeconds") > int(pre_stop[1])
+    workers = deployment(recording, "workers")
+    assert workers.get("spec.template.spec.terminationGracePeriodSeconds") > 30
+
+
+def test_api_grace_period_defaults_to_the_upstream_request_timeout() -> None:
+    rec = render("prod", overrides={"apiGracePeriodSeconds": None})
+    assert deployment(rec, "api").get("spec.template.spec.terminationGracePeriodSeconds") >= 600
+
+
+def test_disruption_budgets_and_spread_where_replicas_allow() -> None:
+    prod, dev = render("prod"), render("dev")
+    pdbs = {p.name for p in prod.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    assert "api-pdb" in pdbs and "workers-pdb" not in pdbs
+    assert dev.of_type("kubernetes:policy/v1:PodDisruptionBudget") == []
+    spread = deployment(prod, "api").get("spec.template.spec.topologySpreadConstraints")
+    assert any(c["topologyKey"] == "kubernetes.io/hostname" and c["whenUnsatisfiable"] == "DoNotSchedule" for c in spread)
+    assert deployment(dev, "api").get("spec.template.spec.topologySpreadConstraints") is None
+
+
+@pytest.mark.parametrize(("visibility", "expect_pull_secret"), [("private", True), ("public", False)])
+def test_pull_secret_on_every_pod_only_for_private_images(visibility: str, expect_pull_secret: bool) -> None:
+    rec = render("dev", overrides={"ghcrVisibility": visibility}, call_results=lambda token, args: {"code": 200, "body": json.dumps({"visibility": visibility})} if "getRestApi" in token else None)
+    pull = [s for s in rec.of_type(SECRET) if s.inputs.get("type") == "kubernetes.io/dockerconfigjson"]
+    assert len(pull) == (1 if expect_pull_secret else 0)
+    for w in [*rec.of_type(DEPLOYMENT), migration_job(rec)]:
+        refs = w.get("spec.template.spec.imagePullSecrets") or []
+        assert [r["name"] for r in refs] == ([rec.k8s_name(pull[0])] if expect_pull_secret else [])
+
+
+def _pod_templates(rec: Recording) -> dict[str, str]:
+    return {d.name: json.dumps(d.get("spec.template"), sort_keys=True) for d in rec.of_type(DEPLOYMENT)}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"secrets": {"cacheRedisPassword": "another-cache-password"}},
+        {"secrets": {"adminPassword": "a-new-admin-password-0123456789"}},
+        {"secrets": {"arweaveWallet": "regenerate"}},
+        {"overrides": {"logLevel": "warn"}},
+    ],
+    ids=["credential", "admin-password", "wallet", "configmap"],
+)
+def test_changing_a_secret_or_setting_rolls_the_pods_that_use_it(change: dict[str, Any]) -> None:
+    before = _pod_templates(render("prod"))
+    kwargs = {k: dict(v) for k, v in change.items()}
+    if kwargs.get("secrets", {}).get("arweaveWallet") == "regenerate":
+        from tests.test_config import jwk
+
+        kwargs["secrets"]["arweaveWallet"] = jwk()
+    after = _pod_templates(render("prod", **kwargs))
+    assert set(before) == set(after)
+    assert all(before[name] != after[name] for name in before), "every bundler pod reads these objects"
+    assert _pod_templates(render("prod")) == before, "no change, no roll"
+
+
+def test_outputs_name_everything_and_reveal_no_secret(recording: Recording) -> None:
+    out = recording.outputs
+    for key in ("namespace", "apiServiceName", "apiInternalUrl", "publicUrl", "adminServiceName", "imageRef", "migrationJobName", "secretNames"):
+        assert out.get(key), key
+    assert out["migrationJobName"] == recording.k8s_name(migration_job(recording))
+    assert "adminPassword" in recording.secret_outputs
+    assert set(out["secretNames"]) >= {"wallet", "credentials"}
+    wallet = placeholder_secrets("dev")["arweaveWallet"]
+    plain = {k: v for k, v in out.items() if k not in recording.secret_outputs}
+    assert wallet not in json.dumps(plain, default=str)
+
+
+def test_api_metrics_are_scraped_and_admin_is_not_exposed() -> None:
+    rec = render("prod")
+    annotations = deployment(rec, "api").get("spec.template.metadata.annotations")
+    assert annotations["prometheus.io/path"] == "/bundler_metrics"
+    ingresses = rec.of_type("kubernetes:networking.k8s.io/v1:Ingress")
+    backends = {i.get("spec.rules.0.http.paths.0.backend.service.name") for i in ingresses}
+    assert backends == {rec.outputs["apiServiceName"]}
+    monitors = [r for r in rec.resources if r.inputs.get("kind") == "ServiceMonitor"]
+    assert len(monitors) == 1
+    assert render("dev").of_type("kubernetes:networking.k8s.io/v1:Ingress") == []
+
+
+RECOMMENDED = ("name", "instance", "component", "part-of", "managed-by", "version")
+
+
+def test_every_kubernetes_object_carries_the_recommended_labels(recording: Recording, stack: str) -> None:
+    objects = [r for r in recording.resources if r.type.startswith("kubernetes:")]
+    assert objects
+    for r in objects:
+        labels = r.get("metadata.labels") or {}
+        missing = [k for k in RECOMMENDED if f"app.kubernetes.io/{k}" not in labels]
+        assert not missing, f"{r.type} {r.name} lacks {missing}"
+        assert labels["app.kubernetes.io/instance"] == f"x402-bundler-{stack}"
+        assert labels["app.kubernetes.io/managed-by"] == "pulumi"
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard(recording: Recording) -> None:
+    (ns,) = recording.of_type("kubernetes:core/v1:Namespace")
+    assert ns.get("metadata.labels")["pod-security.kubernetes.io/enforce"] == "restricted"
