@@ -171,7 +171,7 @@ class ProgramMocks(pulumi.runtime.Mocks):
             state["secretOutputNames"] = []
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
         inputs = dict(args.args)
         self.calls.append((args.token, inputs))
         result = self.call_results(args.token, inputs) if self.call_results else None
@@ -181,7 +181,7 @@ class ProgramMocks(pulumi.runtime.Mocks):
         if args.token == GITHUB_REST and result is not None:
             result = {"endpoint": inputs.get("endpoint", ""), "id": inputs.get("endpoint", ""), "headers": "{}",
                       "status": "", "body": "{}", **result}
-        return result or {}
+        return (result or {}), []
 
 
 class RecordingMonitor(pmocks.MockMonitor):
