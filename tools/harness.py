@@ -191,6 +191,21 @@ class RecordingMonitor(pmocks.MockMonitor):
         super().__init__(mocks)
         self.recorded: list[Registered] = []
 
+    def ReadResource(self, request: Any) -> Any:
+        """Reads (such as a StackReference) are recorded too, with their read id as input."""
+        response = super().ReadResource(request)
+        props = _unwrap(rpc.deserialize_properties(request.properties))
+        self.recorded.append(
+            Registered(
+                type=request.type, name=request.name, urn=response.urn, parent=request.parent, custom=True,
+                inputs={**props, "id": request.id}, redacted_inputs={**_redact(props), "id": request.id},
+                dependencies=list(request.dependencies), protect=False, retain_on_delete=False,
+                delete_before_replace=False, custom_timeouts={}, ignore_changes=[], replace_on_changes=[],
+                provider=request.provider,
+            )
+        )
+        return response
+
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
@@ -263,9 +278,9 @@ def placeholder_secrets(stack: str) -> dict[str, str]:
     if config.get(f"{PROJECT}:dataMode") == "external":
         secrets |= {"dbPassword": "PLACEHOLDER-db-password", "cacheRedisPassword": "PLACEHOLDER-cache-password",
                     "s3AccessKeyId": "PLACEHOLDER-s3-key-id", "s3SecretAccessKey": "PLACEHOLDER-s3-secret-key"}
-    if config.get(f"{PROJECT}:githubDelivery") == "true":
-        secrets |= {"ciPulumiAccessToken": "PLACEHOLDER-pulumi-token", "ciKubeconfigDev": "PLACEHOLDER-kubeconfig-dev",
-                    "ciKubeconfigProd": "PLACEHOLDER-kubeconfig-prod", "ciPulumiPassphrase": "PLACEHOLDER-passphrase"}
+    # Read only when githubDelivery is on; always present so an override can turn it on.
+    secrets |= {"ciPulumiAccessToken": "PLACEHOLDER-pulumi-token", "ciKubeconfigDev": "PLACEHOLDER-kubeconfig-dev",
+                "ciKubeconfigProd": "PLACEHOLDER-kubeconfig-prod", "ciPulumiPassphrase": "PLACEHOLDER-passphrase"}
     return secrets
 
 
