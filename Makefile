@@ -27,7 +27,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy components tools __main__.py
+	$(VENV)/bin/mypy components tools policy __main__.py
 
 render: $(VENV)/.installed
 	$(PY) -m tools.render --stack $(STACK) --out $(RENDER_DIR)

@@ -246,22 +246,23 @@ def stack_config(stack: str) -> dict[str, str]:
     return result
 
 
+def _bytes(label: str, size: int) -> bytes:
+    out = b"".join(hashlib.sha256(f"{label}:{i}".encode()).digest() for i in range(size // 32 + 1))
+    return out[:size]
+
+
 @functools.cache
 def test_wallet() -> str:
-    """A freshly generated 4096-bit RSA key as an Arweave JWK (never a real wallet)."""
+    """A placeholder Arweave JWK: the right shape (RSA, every member base64url, a 4096-bit
+    modulus) from a fixed seed, so renders are reproducible. It is not a usable key, and says so."""
     import base64
 
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    priv = key.private_numbers()
-    pub = priv.public_numbers
-
-    def b64(n: int) -> str:
-        return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
-
-    return json.dumps({"kty": "RSA", "n": b64(pub.n), "e": b64(pub.e), "d": b64(priv.d), "p": b64(priv.p),
-                       "q": b64(priv.q), "dp": b64(priv.dmp1), "dq": b64(priv.dmq1), "qi": b64(priv.iqmp)})
+    n = bytes([_bytes("n", 1)[0] | 0x80]) + _bytes("n", 512)[1:]
+    members = {m: b64(_bytes(m, 512 if m == "d" else 256)) for m in ("d", "p", "q", "dp", "dq", "qi")}
+    return json.dumps({"kty": "RSA", "kid": "PLACEHOLDER-not-a-real-key", "n": b64(n), "e": "AQAB", **members})
 
 
 def placeholder_secrets(stack: str) -> dict[str, str]:

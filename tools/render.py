@@ -1,0 +1,137 @@
+"""Offline render: what a stack would create, with no Pulumi CLI, no cluster, no secrets.
+
+    python -m tools.render --stack dev --out build/render/dev
+
+Runs the real program under mocks (`tools.harness`) with placeholder secrets and writes one
+YAML per Kubernetes object (`<kind>-<name>.yaml`, as `kubectl apply` expects, secret values
+redacted), `graph.json` (every resource, its parent, dependencies and redacted inputs) and
+`graph.mmd` (the dependency graph as Mermaid). Two runs give byte-identical files, so the
+render of a base branch and of a pull request can be diffed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from tools.harness import GITHUB_REST, ROOT, Recording, Registered, run_program, stack_config
+
+REDACTED = "REDACTED"
+# The digest a promoting stack would read from the building stack: clearly not a real one.
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+def normalise(node: Any) -> Any:
+    """JSON numbers arrive as floats through protobuf; whole numbers become ints again."""
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    if isinstance(node, dict):
+        return {k: normalise(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [normalise(v) for v in node]
+    return node
+
+
+def manifest(rec: Recording, r: Registered) -> dict[str, Any]:
+    """The object as `kubectl apply` takes it, built only from redacted inputs."""
+    body = normalise(r.redacted_inputs)
+    metadata = dict(body.get("metadata") or {})
+    metadata["name"] = rec.k8s_name(r)
+    body["metadata"] = metadata
+    if body.get("kind") == "Secret":
+        # Keys stay visible (reviewers see what a Secret holds), values never.
+        for field in ("data", "stringData"):
+            if field in r.inputs:
+                body[field] = {key: REDACTED for key in sorted(r.inputs[field] or {})}
+    ordered = {k: body[k] for k in ("apiVersion", "kind", "metadata") if k in body}
+    ordered.update({k: v for k, v in sorted(body.items()) if k not in ordered})
+    return ordered
+
+
+def promote_outputs(stack: str) -> dict[str, dict[str, Any]]:
+    """A stand-in for the building stack's outputs, for stacks in promote mode."""
+    config = stack_config(stack)
+    source = config.get("x402-bundler:imagePromoteStack")
+    repository = config.get("x402-bundler:imageRepository", "registry.invalid/promoted")
+    return {source: {"imageRef": f"{repository}@{PLACEHOLDER_DIGEST}"}} if source else {}
+
+
+def offline_answers(token: str, args: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """No network: the GHCR package reads as not yet pushed."""
+    if token == GITHUB_REST:
+        return {"code": 404, "body": "{}", "status": "404 Not Found (offline render)"}
+    return None
+
+
+def render(stack: str) -> Recording:
+    return run_program(stack, stack_outputs=promote_outputs(stack), call_results=offline_answers)
+
+
+def graph(rec: Recording) -> dict[str, Any]:
+    resources = []
+    for r in sorted(rec.resources, key=lambda r: r.urn):
+        resources.append(
+            {
+                "type": r.type,
+                "name": r.name,
+                "urn": r.urn,
+                "parent": r.parent,
+                "dependencies": sorted(set(r.dependencies)),
+                "options": {
+                    "protect": r.protect,
+                    "retainOnDelete": r.retain_on_delete,
+                    "customTimeouts": r.custom_timeouts,
+                },
+                "inputs": normalise(r.redacted_inputs),
+            }
+        )
+    return {"resources": resources, "outputs": sorted(rec.outputs)}
+
+
+def mermaid(rec: Recording) -> str:
+    ordered = sorted(rec.resources, key=lambda r: r.urn)
+    ids = {r.urn: f"r{i}" for i, r in enumerate(ordered)}
+    lines = ["flowchart LR"]
+    for r in ordered:
+        lines.append(f'  {ids[r.urn]}["{r.type.split(":")[-1]} {r.name}"]')
+    for r in ordered:
+        for dep in sorted(set(r.dependencies)):
+            if dep in ids:
+                lines.append(f"  {ids[dep]} --> {ids[r.urn]}")
+    return "\n".join(lines) + "\n"
+
+
+def write(stack: str, out: Path) -> int:
+    rec = render(stack)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    count = 0
+    for r in rec.resources:
+        if not r.type.startswith("kubernetes:") or not r.custom:
+            continue
+        doc = manifest(rec, r)
+        path = out / f"{str(doc['kind']).lower()}-{doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+        count += 1
+    (out / "graph.json").write_text(json.dumps(graph(rec), indent=2, sort_keys=True) + "\n")
+    (out / "graph.mmd").write_text(mermaid(rec))
+    return count
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True, choices=sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    count = write(args.stack, args.out)
+    print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json and graph.mmd in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
