@@ -7,12 +7,14 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 RENDER_DIR ?= build/render/$(STACK)
 
-.PHONY: up preview test lint unit render bench clean
+.PHONY: install up preview test lint render bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+install: $(VENV)/.installed
 
 up: $(VENV)/.installed
 	bash scripts/pulumi-up.sh $(STACK) up
