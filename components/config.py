@@ -274,6 +274,8 @@ class _Reader:
                 f"{value} is outside the allowed range {minimum}..{maximum}.",
                 f"pulumi config set {PROJECT}:{key} {max(default, minimum)}",
             )
+            # Already reported: later checks (the connection budget) use the default instead.
+            return default
         return value
 
     def boolean(self, key: str, default: bool) -> bool:

@@ -4,11 +4,15 @@ Either way the result is one `DataEndpoints`, so nothing downstream knows the mo
 PostgreSQL 16, a cache Redis (allkeys-lru, as upstream), a queue Redis (noeviction and an
 append-only file, which BullMQ needs; no password, which the bundler cannot send) and MinIO
 run as StatefulSets; a Job creates the data bucket. The migration Job depends on this
-component, so a first `up` on an empty cluster waits for ready services before migrating.
+component, so a first `up` on an empty cluster waits for ready services before migrating
+(seed risk 10: "healthy" while the database is down). With `protectData` the StatefulSets,
+their Services, the credentials and the volumes survive `pulumi destroy` and renames.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -32,11 +36,43 @@ from components.labels import (
     selector_labels,
 )
 
-# Users of the official images (alpine): postgres is uid 70, redis uid 999. MinIO runs as any uid.
+# Users of the official images (alpine): postgres is uid 70, redis uid 999; both exist in the
+# image's /etc/passwd, which initdb needs. MinIO and mc run as any uid.
 POSTGRES_UID, REDIS_UID, MINIO_UID = 70, 999, 1001
 MINIO_PORT = 9000
+# The app's S3 access key is MinIO's root user: acceptable for a dev stack, not for shared data.
 MINIO_ROOT_USER = "bundler-minio"
 PGDATA_MOUNT = "/var/lib/postgresql/data"
+# A full queue must make Redis refuse writes (noeviction), not grow until the kernel kills it:
+# an append-only file larger than the memory limit would then never load again.
+QUEUE_MAX_MEMORY = "384mb"
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+_MI = 1024**2
+
+
+def redis_memory_bytes(value: str) -> Optional[int]:
+    """A Redis memory setting (`256mb`, `1gb`, `100000`) in bytes, or None when Redis would reject it."""
+    match = re.fullmatch(r"(\d+)\s*([kmg]?b?)", value.strip().lower())
+    return int(match.group(1)) * _REDIS_UNITS[match.group(2)] if match else None
+
+
+def redis_memory(max_memory: str) -> tuple[str, str]:
+    """Memory request and limit for a Redis with this `maxmemory`.
+
+    The limit adds half again for buffers and fragmentation, so raising `cacheRedisMaxMemory`
+    cannot turn eviction into OOM kills; the request is `maxmemory` itself.
+    """
+    size = redis_memory_bytes(max_memory)
+    if size is None:
+        raise ValueError(f"'{max_memory}' is not a Redis memory size (e.g. 256mb, 1gb)")
+    return f"{math.ceil(size / _MI)}Mi", f"{max(256, math.ceil(size * 1.5 / _MI))}Mi"
+
+
+def image_version(ref: str) -> str:
+    """An image reference's tag (`16.6-alpine3.21`), else its digest's start, as a label value."""
+    name, _, digest = ref.partition("@")
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    return (tag or digest.removeprefix("sha256:")[:12])[:63].strip("-._") or "unknown"
 
 
 @dataclass(frozen=True)
@@ -121,7 +157,7 @@ class DataServices(pulumi.ComponentResource):
         minio_url = pulumi.Output.concat("http://", hosts[MINIO], ":", str(MINIO_PORT))
         secret = k8s.core.v1.Secret(
             f"{name}-credentials",
-            metadata=self._meta("bundler-data-credentials", "data"),
+            metadata=self._meta("bundler-data-credentials", "data", s.app_version),
             type="Opaque",
             string_data={
                 "postgres-password": db_password.result,
@@ -171,9 +207,9 @@ class DataServices(pulumi.ComponentResource):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _meta(self, object_name: str, component: str) -> k8s.meta.v1.ObjectMetaArgs:
+    def _meta(self, object_name: str, component: str, version: str) -> k8s.meta.v1.ObjectMetaArgs:
         return k8s.meta.v1.ObjectMetaArgs(
-            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._s.stack, component, self._s.app_version)
+            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._s.stack, component, version)
         )
 
     def _host(self, component: str) -> pulumi.Output[str]:
@@ -183,6 +219,7 @@ class DataServices(pulumi.ComponentResource):
         self,
         component: str,
         uid: int,
+        image: str,
         container: k8s.core.v1.ContainerArgs,
         port: int,
         volumes: list[k8s.core.v1.VolumeArgs],
@@ -192,9 +229,10 @@ class DataServices(pulumi.ComponentResource):
         opts = pulumi.ResourceOptions(parent=self, protect=s.data.protect, retain_on_delete=s.data.protect)
         object_name = k8s_name("bundler", component)
         selector = selector_labels(s.stack, component)
+        version = image_version(image)
         service = k8s.core.v1.Service(
             f"{name}-{component}-service",
-            metadata=self._meta(object_name, component),
+            metadata=self._meta(object_name, component, version),
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=selector, ports=[k8s.core.v1.ServicePortArgs(name=component, port=port, target_port=port)]
             ),
@@ -212,21 +250,22 @@ class DataServices(pulumi.ComponentResource):
                     ),
                 )
             ]
-        retention = "Retain" if s.data.protect else "Delete"
+        # A dev `destroy` cleans up its volumes; a protected stack keeps them. Scaling down
+        # (e.g. to 0 to save resources) never deletes data in any stack.
+        when_deleted = "Retain" if s.data.protect else "Delete"
         return k8s.apps.v1.StatefulSet(
             f"{name}-{component}",
-            metadata=self._meta(object_name, component),
+            metadata=self._meta(object_name, component, version),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
                 replicas=1,
                 service_name=service.metadata.apply(lambda m: str(m.name)),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-                # Volumes outlive the StatefulSet in prod-like stacks: data is removed on purpose only.
                 persistent_volume_claim_retention_policy=k8s.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
-                    when_deleted=retention, when_scaled=retention
+                    when_deleted=when_deleted, when_scaled="Retain"
                 ),
                 volume_claim_templates=claims,
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(s.stack, component, s.app_version)),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(s.stack, component, version)),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
                         enable_service_links=False,
@@ -260,10 +299,15 @@ class DataServices(pulumi.ComponentResource):
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path=PGDATA_MOUNT), run_mount, tmp_mount],
             security_context=container_security(POSTGRES_UID),
             resources=resources("250m", "1", "256Mi", "1Gi"),
+            # initdb on a first start can take minutes on slow volumes; liveness must not kill it
+            # half-way (a half-initialised PGDATA never starts again). Up to 10 minutes here.
+            startup_probe=_exec(ready, period=5, failures=120),
             readiness_probe=_exec(ready, period=5),
             liveness_probe=_exec(ready, period=10, failures=6),
         )
-        return self._statefulset(POSTGRES, POSTGRES_UID, container, p.port, [run_volume, tmp_volume], ic.postgres_storage)
+        return self._statefulset(
+            POSTGRES, POSTGRES_UID, ic.postgres_image, container, p.port, [run_volume, tmp_volume], ic.postgres_storage
+        )
 
     def _cache_redis(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
         d = self._s.data
@@ -296,11 +340,14 @@ class DataServices(pulumi.ComponentResource):
                 data_mount,
             ],
             security_context=container_security(REDIS_UID),
-            resources=resources("50m", "500m", "64Mi", "512Mi"),
+            # An LRU cache fills up to maxmemory under load, so that much is requested.
+            resources=resources("50m", "500m", *redis_memory(d.in_cluster.cache_max_memory)),
             readiness_probe=_exec(ping, period=5),
             liveness_probe=_exec(ping, period=10, failures=6),
         )
-        return self._statefulset(REDIS_CACHE, REDIS_UID, container, d.cache.port, [auth, data_volume], None)
+        return self._statefulset(
+            REDIS_CACHE, REDIS_UID, d.in_cluster.redis_image, container, d.cache.port, [auth, data_volume], None
+        )
 
     def _queue_redis(self) -> k8s.apps.v1.StatefulSet:
         d = self._s.data
@@ -312,6 +359,7 @@ class DataServices(pulumi.ComponentResource):
                 "redis-server",
                 "--port", str(d.queue.port),
                 # BullMQ loses jobs if Redis evicts keys; the append-only file keeps them across restarts.
+                "--maxmemory", QUEUE_MAX_MEMORY,
                 "--maxmemory-policy", "noeviction",
                 "--appendonly", "yes",
                 "--dir", "/data",
@@ -322,11 +370,14 @@ class DataServices(pulumi.ComponentResource):
             ports=[k8s.core.v1.ContainerPortArgs(name="redis", container_port=d.queue.port)],
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path="/data")],
             security_context=container_security(REDIS_UID),
-            resources=resources("50m", "500m", "128Mi", "512Mi"),
+            # A queue is mostly empty: request little, allow up to maxmemory plus overhead.
+            resources=resources("50m", "500m", "128Mi", redis_memory(QUEUE_MAX_MEMORY)[1]),
             readiness_probe=_exec(ping, period=5),
             liveness_probe=_exec(ping, period=10, failures=6),
         )
-        return self._statefulset(REDIS_QUEUE, REDIS_UID, container, d.queue.port, [], d.in_cluster.queue_redis_storage)
+        return self._statefulset(
+            REDIS_QUEUE, REDIS_UID, d.in_cluster.redis_image, container, d.queue.port, [], d.in_cluster.queue_redis_storage
+        )
 
     def _minio(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
         ic = self._s.data.in_cluster
@@ -354,17 +405,18 @@ class DataServices(pulumi.ComponentResource):
             readiness_probe=http("/minio/health/ready", 5, 3),
             liveness_probe=http("/minio/health/live", 10, 6),
         )
-        return self._statefulset(MINIO, MINIO_UID, container, MINIO_PORT, [tmp_volume], ic.minio_storage)
+        return self._statefulset(MINIO, MINIO_UID, ic.minio_image, container, MINIO_PORT, [tmp_volume], ic.minio_storage)
 
     def _bucket_job(self, secret: pulumi.Input[str], minio: k8s.apps.v1.StatefulSet) -> k8s.batch.v1.Job:
         s = self._s
         tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
+        job_labels = labels(s.stack, BUCKET_INIT, image_version(s.data.in_cluster.minio_client_image))
         return k8s.batch.v1.Job(
             f"{self._name}-bucket",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=k8s_name("bundler-bucket", s.data.s3.bucket),
                 namespace=self._ns,
-                labels=labels(s.stack, BUCKET_INIT, s.app_version),
+                labels=job_labels,
                 annotations={"pulumi.com/replaceUnready": "true"},
             ),
             # No ttlSecondsAfterFinished, for the same reason as the migration Job: a
@@ -373,7 +425,7 @@ class DataServices(pulumi.ComponentResource):
                 backoff_limit=6,
                 active_deadline_seconds=300,
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(s.stack, BUCKET_INIT, s.app_version)),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=job_labels),
                     spec=k8s.core.v1.PodSpecArgs(
                         restart_policy="Never",
                         automount_service_account_token=False,
