@@ -21,6 +21,15 @@ LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet"}
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _EXACT_TAG = re.compile(r":(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d{2}-\d{2}T[\w-]+)$")
 _SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|JWK|(^|_)KEY$|_KEY_)", re.IGNORECASE)
+# Volume types the restricted profile allows; anything else (hostPath, nfs, iscsi, ...) is refused.
+_RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+# The "safe" sysctls of the baseline profile (Kubernetes 1.29); any other needs a privileged pod.
+_SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 _SECRET_VALUE = re.compile(r'(-----BEGIN [A-Z ]*PRIVATE KEY-----|"d"\s*:\s*"[A-Za-z0-9_-]{40,}")')
 
 
@@ -92,7 +101,15 @@ def restricted_pod_security(m: Manifest) -> list[str]:
     problems: list[str] = []
     pod = spec.get("securityContext") or {}
     problems += [f"pod sets {f}" for f in ("hostNetwork", "hostPID", "hostIPC") if spec.get(f)]
-    problems += [f"volume {v.get('name')} is a hostPath" for v in spec.get("volumes") or [] if "hostPath" in v]
+    for v in spec.get("volumes") or []:
+        kinds = set(v) - {"name"}
+        if "hostPath" in kinds:
+            problems.append(f"volume {v.get('name')} is a hostPath")
+        elif not kinds <= _RESTRICTED_VOLUMES:
+            problems.append(f"volume {v.get('name')} is of a type the restricted profile refuses: {sorted(kinds)}")
+    unsafe = sorted(str(s.get("name")) for s in pod.get("sysctls") or [] if s.get("name") not in _SAFE_SYSCTLS)
+    if unsafe:
+        problems.append(f"pod sets unsafe sysctls {unsafe}")
     for c in containers(m):
         sc = c.get("securityContext") or {}
         name = c.get("name", "?")
@@ -115,6 +132,9 @@ def restricted_pod_security(m: Manifest) -> list[str]:
             problems.append(f"{name}: seccompProfile is {seccomp!r}")
         if sc.get("readOnlyRootFilesystem") is not True:
             problems.append(f"{name}: root filesystem is writable")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{name}: procMount is {sc.get('procMount')!r}")
+        problems += [f"{name}: binds hostPort {p.get('hostPort')}" for p in c.get("ports") or [] if p.get("hostPort")]
     return problems
 
 
@@ -130,8 +150,10 @@ def no_plain_secrets(m: Manifest) -> list[str]:
     for c in containers(m):
         for env in c.get("env") or []:
             name = str(env.get("name", ""))
-            if "value" in env and _SECRET_NAME.search(name) and not name.endswith("_FILE"):
-                problems.append(f"container {c.get('name')}: env {name} is a plain value, not a secretKeyRef")
+            # A secret-named variable comes from a Secret: a plain value or a ConfigMap reference
+            # would put the secret where `kubectl describe` and the ConfigMap's readers see it.
+            if _SECRET_NAME.search(name) and not name.endswith("_FILE") and "secretKeyRef" not in (env.get("valueFrom") or {}):
+                problems.append(f"container {c.get('name')}: env {name} does not come from a secretKeyRef")
             if "value" in env and _SECRET_VALUE.search(str(env["value"])):
                 problems.append(f"container {c.get('name')}: env {name} holds a private key")
     return problems

@@ -78,8 +78,13 @@ def test_a_compliant_deployment_passes_every_rule() -> None:
         ("restricted-pod-security", f"{C}.securityContext.readOnlyRootFilesystem", False),
         ("restricted-pod-security", "spec.template.spec.hostNetwork", True),
         ("restricted-pod-security", "spec.template.spec.volumes", [{"name": "h", "hostPath": {"path": "/"}}]),
+        ("restricted-pod-security", "spec.template.spec.volumes", [{"name": "n", "nfs": {"server": "nfs", "path": "/"}}]),
+        ("restricted-pod-security", "spec.template.spec.securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]),
+        ("restricted-pod-security", f"{C}.securityContext.procMount", "Unmasked"),
+        ("restricted-pod-security", f"{C}.ports", [{"containerPort": 3001, "hostPort": 3001}]),
         ("no-plain-secrets", f"{C}.env", [{"name": "DB_PASSWORD", "value": "hunter2"}]),
         ("no-plain-secrets", f"{C}.env", [{"name": "CDP_API_KEY_SECRET", "value": "x"}]),
+        ("no-plain-secrets", f"{C}.env", [{"name": "DB_PASSWORD", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "db"}}}]),
         ("no-plain-secrets", f"{C}.env", [{"name": "WALLET", "value": '{"kty":"RSA","d":"' + "A" * 60 + '"}'}]),
     ],
 )
@@ -97,9 +102,16 @@ def test_third_party_images_may_use_an_exact_version_but_not_latest() -> None:
     assert MANIFEST_RULES["images-pinned"](redis)
 
 
+def test_restricted_profile_allows_its_volume_types_and_safe_sysctls() -> None:
+    volumes = [{"name": "tmp", "emptyDir": {}}, {"name": "w", "secret": {"secretName": "w"}},
+               {"name": "c", "configMap": {"name": "c"}}, {"name": "d", "persistentVolumeClaim": {"claimName": "d"}}]
+    m = mutate("spec.template.spec.volumes", volumes)
+    m["spec"]["template"]["spec"]["securityContext"]["sysctls"] = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]
+    assert MANIFEST_RULES["restricted-pod-security"](m) == []
+
+
 def test_jobs_need_no_probes_but_no_ttl() -> None:
-    job = {"kind": "Job", "spec": {"template": GOOD["spec"]["template"]}}
-    job = copy.deepcopy(job)
+    job: dict[str, Any] = copy.deepcopy({"kind": "Job", "spec": {"template": GOOD["spec"]["template"]}})
     del job["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
     assert MANIFEST_RULES["probes-set"](job) == []
     job["spec"]["ttlSecondsAfterFinished"] = 60
@@ -116,8 +128,8 @@ def test_config_maps_hold_no_secrets(key: str, value: str, bad: bool) -> None:
 
 
 def _graph(dep: bool) -> list[dict[str, Any]]:
-    job = {"urn": "job", "type": "kubernetes:batch/v1:Job", "parent": "mig", "dependencies": [], "labels": {"app.kubernetes.io/component": "migration"}}
-    comp = {"urn": "mig", "type": "x402-bundler:index:MigrationJob", "parent": None, "dependencies": [], "labels": {}}
+    job: dict[str, Any] = {"urn": "job", "type": "kubernetes:batch/v1:Job", "parent": "mig", "dependencies": [], "labels": {"app.kubernetes.io/component": "migration"}}
+    comp: dict[str, Any] = {"urn": "mig", "type": "x402-bundler:index:MigrationJob", "parent": None, "dependencies": [], "labels": {}}
     deployment = {"urn": "dep", "type": "kubernetes:apps/v1:Deployment", "parent": None, "dependencies": ["mig"] if dep else [],
                   "labels": {"app.kubernetes.io/component": "api"}}
     return [job, comp, deployment]

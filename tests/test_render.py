@@ -68,6 +68,8 @@ def test_graph_lists_every_resource_with_its_dependencies(rendered: tuple[str, P
         assert r["parent"] in urns or "::pulumi:pulumi:Stack::" in r["parent"], r["parent"]
     mermaid = (out / "graph.mmd").read_text()
     assert mermaid.startswith("flowchart LR\n") and " --> " in mermaid
+    # Every component is drawn with its children, so a dependency on a component reads right.
+    assert mermaid.count(" -.- ") == sum(1 for r in graph["resources"] if r["parent"] in urns)
 
 
 def test_render_runs_as_a_command_without_the_pulumi_cli(tmp_path: Path) -> None:

@@ -66,6 +66,16 @@ def test_fork_diffs_are_posted_without_running_fork_code() -> None:
     doc = load(ROOT / ".github" / "workflows" / "pr-comment.yml")
     assert "workflow_run" in doc["on"]
     assert not any(s.get("uses", "").startswith("actions/checkout@") for s in steps(doc))
+    # The artifact comes from the fork: its PR number is only believed when that PR's head is
+    # the commit the run rendered, so a fork cannot post into another pull request.
+    (script,) = [s["with"]["script"] for s in steps(doc) if s.get("uses", "").startswith("actions/github-script@")]
+    assert "workflow_run.head_sha" in script and "pr.head.sha" in script
+
+
+def test_fork_code_never_keeps_a_token() -> None:
+    doc = load(ROOT / ".github" / "workflows" / "pull-request.yml")
+    checkouts = [s for s in doc["jobs"]["offline-diff"]["steps"] if s.get("uses", "").startswith("actions/checkout@")]
+    assert len(checkouts) == 2 and all(s["with"]["persist-credentials"] is False for s in checkouts)
 
 
 def test_main_deploys_dev_and_tags_deploy_prod_behind_its_environment() -> None:

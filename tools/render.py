@@ -103,6 +103,8 @@ def mermaid(rec: Recording) -> str:
         for dep in sorted(set(r.dependencies)):
             if dep in ids:
                 lines.append(f"  {ids[dep]} --> {ids[r.urn]}")
+    # Dotted: a component and its children (a dependency on a component waits for all of them).
+    lines += [f"  {ids[r.parent]} -.- {ids[r.urn]}" for r in ordered if r.parent in ids]
     return "\n".join(lines) + "\n"
 
 
