@@ -1,8 +1,9 @@
-"""The delivery pipeline's GitHub side, declared: Actions environments, reviewers, secrets.
+"""The delivery pipeline's GitHub side, declared: Actions environments, reviewers, secrets, variables.
 
-Seed risk 7 is also a process risk: who may deploy prod, with which credentials. Here the
-`prod` environment requires reviewers and only protected branches deploy to it; the CI
-secrets live in the environments that need them.
+Seed risk 7 is also a process risk: who may deploy prod, from which ref, with which
+credentials. Here `prod` requires reviewers and accepts only release tags, `dev` only `main`
+and release tags (the refs `.github/workflows/deploy.yml` deploys from), and each
+cluster's kubeconfig lives only in the environment that deploys to it.
 """
 
 from __future__ import annotations
@@ -15,62 +16,109 @@ import pulumi_github as github
 
 from components.config import Settings
 
+DEPLOY_BRANCH = "main"
+RELEASE_TAGS = "v*.*.*"
+# Environment -> the (kind, pattern) refs that may deploy to it, at most one per kind: what
+# deploy.yml triggers on.
+DEPLOY_REFS: dict[str, tuple[tuple[str, str], ...]] = {
+    "dev": (("branch", DEPLOY_BRANCH), ("tag", RELEASE_TAGS)),
+    "prod": (("tag", RELEASE_TAGS),),
+}
+
 
 @dataclass(frozen=True)
 class GithubDeliveryArgs:
     settings: Settings
-    """Validated stack settings (`github` section; validation guarantees repository and token)."""
+    """Validated stack settings (`github` section; validation guarantees repository, reviewers and token)."""
+
+
+def _resource_name(text: str) -> str:
+    return text.lower().replace("_", "-")
 
 
 class GithubDelivery(pulumi.ComponentResource):
+    """Environments `dev` and `prod` of the infrastructure repository, and what its workflows read."""
+
     environments: list[str]
 
     def __init__(self, name: str, args: GithubDeliveryArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:GithubDelivery", name, None, opts)
-        s = args.settings
-        owner, repository = str(s.github.repository).split("/", 1)
-        provider = github.Provider(f"{name}-provider", owner=owner, token=s.github.token, opts=pulumi.ResourceOptions(parent=self))
+        s = args.settings.github
+        owner, repository = str(s.repository).split("/", 1)
+        provider = github.Provider(f"{name}-provider", owner=owner, token=s.token, opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=provider)
 
+        reviewers = list(s.prod_reviewer_ids)
         envs = {
-            "dev": github.RepositoryEnvironment(f"{name}-env-dev", repository=repository, environment="dev", opts=child),
+            "dev": github.RepositoryEnvironment(
+                f"{name}-env-dev",
+                repository=repository,
+                environment="dev",
+                deployment_branch_policy=github.RepositoryEnvironmentDeploymentBranchPolicyArgs(
+                    protected_branches=False, custom_branch_policies=True
+                ),
+                opts=child,
+            ),
             "prod": github.RepositoryEnvironment(
                 f"{name}-env-prod",
                 repository=repository,
                 environment="prod",
-                reviewers=[github.RepositoryEnvironmentReviewerArgs(users=list(s.github.prod_reviewer_ids))],
-                prevent_self_review=True,
+                reviewers=[github.RepositoryEnvironmentReviewerArgs(users=reviewers)],
+                # A lone reviewer who pushed the tag must still be able to approve.
+                prevent_self_review=len(reviewers) > 1,
                 can_admins_bypass=False,
+                # Custom policies, not "protected branches": deploy.yml deploys prod from tags,
+                # which a protected-branches policy refuses.
                 deployment_branch_policy=github.RepositoryEnvironmentDeploymentBranchPolicyArgs(
-                    protected_branches=True, custom_branch_policies=False
+                    protected_branches=False, custom_branch_policies=True
                 ),
                 opts=child,
             ),
         }
-        for env, kubeconfig in (("dev", s.github.ci_kubeconfig_dev), ("prod", s.github.ci_kubeconfig_prod)):
+        for env, refs in DEPLOY_REFS.items():
+            for kind, pattern in refs:
+                github.RepositoryEnvironmentDeploymentPolicy(
+                    f"{name}-{env}-{kind}-policy",
+                    repository=repository,
+                    environment=envs[env].environment,
+                    branch_pattern=pattern if kind == "branch" else None,
+                    tag_pattern=pattern if kind == "tag" else None,
+                    opts=child,
+                )
+        for env, kubeconfig in (("dev", s.ci_kubeconfig_dev), ("prod", s.ci_kubeconfig_prod)):
             if kubeconfig is not None:
                 github.ActionsEnvironmentSecret(
                     f"{name}-{env}-kubeconfig",
                     repository=repository,
-                    environment=env,
+                    environment=envs[env].environment,
                     secret_name="KUBECONFIG_B64",
-                    plaintext_value=kubeconfig,
-                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[envs[env]]),
+                    value=kubeconfig,
+                    opts=child,
                 )
         for secret_name, value in (
-            ("PULUMI_ACCESS_TOKEN", s.github.ci_pulumi_access_token),
-            ("PULUMI_CONFIG_PASSPHRASE", s.github.ci_pulumi_passphrase),
+            ("PULUMI_ACCESS_TOKEN", s.ci_pulumi_access_token),
+            ("PULUMI_CONFIG_PASSPHRASE", s.ci_pulumi_passphrase),
         ):
             if value is not None:
                 github.ActionsSecret(
-                    f"{name}-{secret_name.lower().replace('_', '-')}",
-                    repository=repository, secret_name=secret_name, plaintext_value=value, opts=child,
+                    f"{name}-{_resource_name(secret_name)}",
+                    repository=repository,
+                    secret_name=secret_name,
+                    value=value,
+                    opts=child,
                 )
-        variables = {"IMAGE_REPOSITORY": s.image.repository, "IMAGE_CACHE_VERSION": str(s.image.cache_version)}
+        variables = {"IMAGE_REPOSITORY": args.settings.image.repository}
+        # The workflows address stacks as <PULUMI_ORG>/x402-bundler/<stack>.
+        organization = pulumi.get_organization()
+        if organization:
+            variables["PULUMI_ORG"] = organization
         for variable, text in variables.items():
             github.ActionsVariable(
-                f"{name}-{variable.lower().replace('_', '-')}",
-                repository=repository, variable_name=variable, value=text, opts=child,
+                f"{name}-{_resource_name(variable)}",
+                repository=repository,
+                variable_name=variable,
+                value=text,
+                opts=child,
             )
         self.environments = sorted(envs)
         self.register_outputs({"environments": self.environments})

@@ -1,15 +1,19 @@
 """The bundler image, by digest: built and pushed here, or promoted from the stack that built it.
 
 Answers seed risks 1 (the first GHCR push: the program pushes with its own token, and the
-`org.opencontainers.image.source` label on that first push links the package to its
-repository), 4 (multi-arch failures: one build per platform, so a stack can drop arm64 and a
-failing platform is named), 8 (cache corruption: the registry cache ref carries
-`imageCacheVersion`, so bumping one number starts a clean cache) and the "prod runs what dev
-tested" rule: promote mode deploys the exact digest another stack exported.
+`org.opencontainers.image.source` label and index annotation on that first push link the
+package to its repository), 4 (multi-arch failures: one build per platform, so a stack can
+drop arm64 and a failing platform is named), 7 (Actions quota: `imageBuildOnPreview` is off,
+and an unchanged context, commit, platform list and cache version is no diff, so no build),
+8 (cache corruption: the registry cache ref carries `imageCacheVersion`, so bumping one number
+starts a clean cache) and the "prod runs what dev tested" rule: promote mode deploys the exact
+digest another stack exported.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,6 +23,7 @@ import pulumi_docker_build as docker_build
 from components.config import ImageSettings, Settings
 
 DIGEST_MARK = "@sha256:"
+GIT_CONTEXT_PREFIXES = ("https://", "git@", "git://")
 
 
 @dataclass(frozen=True)
@@ -28,18 +33,28 @@ class BundlerImageArgs:
 
 
 def platform_suffix(platform: str) -> str:
+    """`linux/amd64` -> `amd64`, `linux/arm/v7` -> `armv7`: the tag and resource-name suffix."""
     return platform.split("/", 1)[1].replace("/", "")
 
 
 def build_context(image: ImageSettings) -> str:
     """A local path as is; a Git URL pinned to the validated commit (buildx `<url>#<ref>`)."""
-    if image.context.startswith(("https://", "git@", "git://")):
+    if image.context.startswith(GIT_CONTEXT_PREFIXES):
         return f"{image.context}#{image.git_ref}"
     return image.context
 
 
-def revision_tag(image: ImageSettings) -> str:
-    return (image.git_ref or image.version)[:12]
+def index_tags(image: ImageSettings) -> dict[str, str]:
+    """The multi-arch tags, by kind. A local context has no pinned commit, so no revision tag."""
+    tags = {"version": image.version}
+    if image.git_ref:
+        tags["revision"] = image.git_ref[:12]
+    return tags
+
+
+def platform_tags(image: ImageSettings, platform: str) -> list[str]:
+    # Suffixed, so a per-platform push never overwrites the multi-arch tag of the same name.
+    return [f"{image.repository}:{tag}-{platform_suffix(platform)}" for tag in index_tags(image).values()]
 
 
 def cache_ref(image: ImageSettings, platform: str) -> str:
@@ -48,19 +63,44 @@ def cache_ref(image: ImageSettings, platform: str) -> str:
     return f"{image.repository}:buildcache-v{image.cache_version}-{platform_suffix(platform)}"
 
 
-def oci_labels(image: ImageSettings) -> dict[str, str]:
-    # No `created`: a timestamp would change the digest on every build of the same source.
-    return {
+def oci_metadata(image: ImageSettings) -> dict[str, str]:
+    """OCI keys GHCR shows on the package page; `source` is the one that links the repository.
+
+    `source` is `https://github.com/<owner>/<name>` of `ghcr.io/<owner>/<name>`, not the upstream
+    repository: GHCR links a package only to a repository of the same owner, so the upstream URL
+    would be ignored for any owner but its author. No `created`: a timestamp would change the
+    digest of every rebuild of the same commit.
+    """
+    metadata = {
         "org.opencontainers.image.source": image.source_url,
         "org.opencontainers.image.version": image.version,
-        "org.opencontainers.image.revision": image.git_ref or image.version,
         "org.opencontainers.image.title": image.package,
+        "org.opencontainers.image.description": "AR.IO x402 bundler: upload API with BullMQ workers and admin dashboard",
         "org.opencontainers.image.licenses": "AGPL-3.0",
     }
+    if image.git_ref:
+        metadata["org.opencontainers.image.revision"] = image.git_ref
+    return metadata
 
 
-def _require_digest(ref: Optional[str], source: str) -> str:
-    """`repository@sha256:...`, dropping a tag the provider may keep in front of the digest."""
+def registry_export(image: ImageSettings) -> str:
+    """The push, as one buildx `--output` entry carrying index and manifest annotations.
+
+    The provider's typed export annotations are written as `annotation.<key>`, which BuildKit
+    puts on the manifest only, and its `Index` (imagetools create) takes no annotations at all.
+    The index level is reachable only through BuildKit's `annotation-index.<key>` attribute, so
+    the push is a raw `type=registry` export (CSV-quoted, as buildx parses it).
+    """
+    fields = ["type=registry", "oci-mediatypes=true"]
+    for key, value in sorted(oci_metadata(image).items()):
+        fields += [f"annotation-index.{key}={value}", f"annotation-manifest.{key}={value}"]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def require_digest(ref: Optional[str], source: str, repository: str = "") -> str:
+    """`repository@sha256:...`, dropping a tag the provider keeps in front of the digest."""
     if not ref or DIGEST_MARK not in ref:
         raise pulumi.RunError(
             f"{source} gave image reference {ref!r}, which is not pinned by digest (expected repository@sha256:...). "
@@ -69,6 +109,13 @@ def _require_digest(ref: Optional[str], source: str) -> str:
     name, digest = ref.split("@", 1)
     if ":" in name.rsplit("/", 1)[-1]:
         name = name.rsplit(":", 1)[0]
+    if repository and name != repository:
+        # The pull Secret and the GHCR visibility check are for imageRepository: an image from
+        # elsewhere would deploy unchecked, or not pull at all.
+        raise pulumi.RunError(
+            f"{source} gave {name}@{digest}, which is not in x402-bundler:imageRepository ({repository}). "
+            f"Promote an image of {repository}, or set x402-bundler:imageRepository {name}."
+        )
     return f"{name}@{digest}"
 
 
@@ -80,59 +127,65 @@ class BundlerImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: BundlerImageArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:BundlerImage", name, None, opts)
         image = args.settings.image
-        if image.mode == "promote":
-            if image.promote_ref:
-                self.ref = pulumi.Output.from_input(_require_digest(image.promote_ref, "x402-bundler:imageRef"))
-            else:
-                source = pulumi.StackReference(str(image.promote_stack), opts=pulumi.ResourceOptions(parent=self))
-                self.ref = source.get_output("imageRef").apply(
-                    lambda ref: _require_digest(ref, f"stack {image.promote_stack} output imageRef")
-                )
-        else:
+        if image.mode == "build":
             self.ref = self._build(name, image)
+        elif image.promote_ref:
+            self.ref = pulumi.Output.from_input(require_digest(image.promote_ref, "x402-bundler:imageRef", image.repository))
+        else:
+            source = f"stack {image.promote_stack} output imageRef"
+            built_by = pulumi.StackReference(str(image.promote_stack), opts=pulumi.ResourceOptions(parent=self))
+            self.ref = built_by.get_output("imageRef").apply(lambda ref: require_digest(ref, source, image.repository))
         self.register_outputs({"ref": self.ref})
 
     def _build(self, name: str, image: ImageSettings) -> pulumi.Output[str]:
         registry = docker_build.RegistryArgs(
             address=image.registry, username=image.registry_username, password=image.push_token
         )
-        # Replacing or deleting an Image would delete its pushed tags; a deployed digest must
-        # outlive the resource that built it.
+        # Replacing or deleting an Image or Index deletes its pushed tags and manifests; a
+        # digest that a cluster runs (or may roll back to) must outlive the resource.
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
-        builds = []
-        for platform in image.platforms:
-            suffix = platform_suffix(platform)
-            builds.append(
-                docker_build.Image(
-                    f"{name}-{suffix}",
-                    context=docker_build.BuildContextArgs(location=build_context(image)),
-                    platforms=[docker_build.Platform(platform)],
-                    push=True,
-                    # Pulumi previews build (never push) unless told otherwise: pull requests
-                    # then spend no build minutes.
-                    build_on_preview=image.build_on_preview,
-                    # Per-platform tags, so they never clobber the multi-arch tags of the Index.
-                    tags=[f"{image.repository}:{image.version}-{suffix}", f"{image.repository}:{revision_tag(image)}-{suffix}"],
-                    # The label GHCR reads to link the package to its repository. The first
-                    # push of a new package is one of these single-platform manifests, so the
-                    # link is made at creation; the provider's Index (imagetools create)
-                    # cannot carry index annotations, so the link cannot rely on them.
-                    labels=oci_labels(image),
-                    cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref(image, platform)))],
-                    cache_to=[
-                        docker_build.CacheToArgs(
-                            registry=docker_build.CacheToRegistryArgs(
-                                ref=cache_ref(image, platform),
-                                mode=docker_build.CacheMode.MAX,
-                                image_manifest=True,
-                                oci_media_types=True,
-                            )
+        builds = [
+            docker_build.Image(
+                f"{name}-{platform_suffix(platform)}",
+                context=docker_build.BuildContextArgs(location=build_context(image)),
+                platforms=[docker_build.Platform(platform)],
+                # The push is the registry export below: `push=True` would add a second,
+                # annotation-less registry export of the same tags.
+                push=False,
+                exports=[docker_build.ExportArgs(raw=registry_export(image))],
+                # Always an OCI index, even for one platform and with attestations off, so the
+                # index annotations have an index to go on (BuildKit refuses them otherwise).
+                build_args={"BUILDKIT_MULTI_PLATFORM": "1"},
+                # Pulumi previews build (never push) by default; off, pull-request previews
+                # spend no build minutes.
+                build_on_preview=image.build_on_preview,
+                tags=platform_tags(image, platform),
+                # Labels live in the image config, which GHCR reads for a single manifest.
+                labels=oci_metadata(image),
+                cache_from=[
+                    docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref(image, platform)))
+                ],
+                cache_to=[
+                    docker_build.CacheToArgs(
+                        registry=docker_build.CacheToRegistryArgs(
+                            ref=cache_ref(image, platform),
+                            mode=docker_build.CacheMode.MAX,
+                            image_manifest=True,
+                            oci_media_types=True,
+                            # The image is pushed before the cache is exported: a cache failure
+                            # must not fail the deploy (bump imageCacheVersion if it persists).
+                            ignore_error=True,
                         )
-                    ],
-                    registries=[registry],
-                    opts=keep,
-                )
+                    )
+                ],
+                registries=[registry],
+                opts=keep,
             )
+            for platform in image.platforms
+        ]
+        # The provider's Index has only tag/sources/push/registry: the joined multi-arch index
+        # carries no annotations of its own. The package is created, and linked, by the
+        # per-platform pushes above, which come first and carry label and index annotation.
         indexes = [
             docker_build.Index(
                 f"{name}-index-{kind}",
@@ -142,6 +195,9 @@ class BundlerImage(pulumi.ComponentResource):
                 registry=registry,
                 opts=keep,
             )
-            for kind, tag in (("version", image.version), ("revision", revision_tag(image)))
+            for kind, tag in index_tags(image).items()
         ]
-        return indexes[0].ref.apply(lambda ref: _require_digest(ref, "the image index"))
+        # Every multi-arch tag exists before anything runs the digest.
+        return pulumi.Output.all(*[i.ref for i in indexes]).apply(
+            lambda refs: require_digest(refs[0], "the image index", image.repository)
+        )

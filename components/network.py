@@ -1,14 +1,29 @@
 """Who may talk to whom: default deny, then the paths the bundler needs.
 
-The queue Redis cannot have a password (the bundler cannot send one), so the network is its
-only guard: these policies admit the bundler pods to it and nothing else. The admin dashboard
-is reachable only from the namespaces and CIDRs a stack names.
+The queue Redis cannot have a password (the bundler cannot send one: UPSTREAM.md), so the
+network is its only guard: these policies admit the bundler pods to it and nothing else.
+
+Design, one NetworkPolicy per concern:
+- `default-deny`: every pod in the namespace (ours or not) is isolated for ingress and egress.
+- `allow-dns`: every pod may resolve names (UDP/TCP 53 in the DNS namespace).
+- `api-ingress`: the API port from the ingress controller's namespace and from any pod in the
+  namespace; `api-metrics-ingress` (only with `serviceMonitor`): the API port, where
+  `/bundler_metrics` is served, from the `monitoring` namespace.
+- `admin-ingress`: the admin port from `adminAllowedNamespaces` / `adminAllowedCidrs` only. With
+  neither, nothing reaches it over the network, not even pods in the namespace; operators use
+  `kubectl port-forward`, which enters the pod's own network namespace and is not filtered.
+- `<service>-ingress` (in-cluster data only): each data service from the processes that use it.
+- `<process>-egress`: each process reaches the data services it uses (pods in-cluster; their
+  ports at any address in external mode, since managed services usually live in private
+  ranges), and API and workers reach the internet (Arweave gateways, payment facilitators,
+  OTEL) on 80/443 outside the private ranges. Admin and the Jobs get no internet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional, cast
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -26,14 +41,29 @@ from components.labels import (
     REDIS_CACHE,
     REDIS_QUEUE,
     WORKERS,
+    instance,
     k8s_name,
     labels,
 )
 
 Rule = dict[str, Any]
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
-# Cluster-internal ranges: "the internet" for API and workers means everything but these.
-PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
+# Where Prometheus runs when `serviceMonitor` is on (kube-prometheus-stack's usual namespace).
+MONITORING_NAMESPACE = "monitoring"
+# Private, link-local and carrier-grade NAT ranges: where pods, Services, nodes and cloud
+# metadata live. "The internet" for API and workers is everything else.
+PRIVATE_RANGES = ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]
+ANYWHERE = "0.0.0.0/0"
+
+# Which data services each process talks to (MINIO stands for S3 in external mode). Kept in
+# step with each process's readiness checks by tests/test_network.py.
+DATA_CLIENTS: dict[str, tuple[str, ...]] = {
+    API: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
+    WORKERS: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
+    ADMIN: (POSTGRES, REDIS_CACHE, REDIS_QUEUE),
+    MIGRATION: (POSTGRES,),
+    BUCKET_INIT: (MINIO,),
+}
 
 
 @dataclass(frozen=True)
@@ -44,30 +74,46 @@ class NetworkPoliciesArgs:
     """Namespace whose pods the policies govern."""
 
 
-def pods(*components: str) -> Rule:
-    """A podSelector for bundler-owned pods of the given components."""
+def pods(s: Settings, *components: str) -> Rule:
+    """A podSelector for this stack's pods of the given components."""
     return {
-        "matchLabels": {"app.kubernetes.io/name": APP},
+        "matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": instance(s.stack)},
         "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": sorted(components)}],
     }
 
 
+def namespace(name: str) -> Rule:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: name}}}
+
+
 def tcp(*ports: int) -> list[Rule]:
-    return [{"protocol": "TCP", "port": p} for p in ports]
+    return [{"protocol": "TCP", "port": p} for p in sorted(set(ports))]
+
+
+def s3_port(s: Settings) -> int:
+    """MinIO's port in-cluster; externally the endpoint's port (AWS S3, without one: HTTPS)."""
+    if s.data.mode == "in-cluster":
+        return MINIO_PORT
+    if not s.data.s3.endpoint:
+        return 443
+    url = urlsplit(s.data.s3.endpoint)
+    return url.port or (80 if url.scheme == "http" else 443)
 
 
 def data_ports(s: Settings) -> dict[str, int]:
-    return {POSTGRES: s.data.postgres.port, REDIS_CACHE: s.data.cache.port, REDIS_QUEUE: s.data.queue.port, MINIO: MINIO_PORT}
+    return {POSTGRES: s.data.postgres.port, REDIS_CACHE: s.data.cache.port, REDIS_QUEUE: s.data.queue.port, MINIO: s3_port(s)}
 
 
-# Which data services each workload talks to.
-DATA_CLIENTS: dict[str, tuple[str, ...]] = {
-    API: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
-    WORKERS: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
-    ADMIN: (POSTGRES, REDIS_CACHE, REDIS_QUEUE),
-    MIGRATION: (POSTGRES,),
-    BUCKET_INIT: (MINIO,),
-}
+def _egress(s: Settings, client: str) -> list[Rule]:
+    ports = data_ports(s)
+    services = DATA_CLIENTS[client]
+    if s.data.mode == "in-cluster":
+        rules = [{"to": [{"podSelector": pods(s, svc)}], "ports": tcp(ports[svc])} for svc in services]
+    else:
+        rules = [{"to": [{"ipBlock": {"cidr": ANYWHERE}}], "ports": tcp(*(ports[svc] for svc in services))}]
+    if client in (API, WORKERS):
+        rules.append({"to": [{"ipBlock": {"cidr": ANYWHERE, "except": PRIVATE_RANGES}}], "ports": tcp(443, 80)})
+    return rules
 
 
 def policies(s: Settings) -> dict[str, Rule]:
@@ -81,32 +127,29 @@ def policies(s: Settings) -> dict[str, Rule]:
             "policyTypes": ["Egress"],
             "egress": [
                 {
-                    "to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: s.network.dns_namespace}}}],
+                    "to": [namespace(s.network.dns_namespace)],
                     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
                 }
             ],
         },
         "api-ingress": {
-            "podSelector": pods(API),
+            "podSelector": pods(s, API),
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: s.network.ingress_namespace}}},
-                        {"podSelector": {}},
-                    ],
-                    "ports": tcp(s.api_port),
-                }
-            ],
+            "ingress": [{"from": [namespace(s.network.ingress_namespace), {"podSelector": {}}], "ports": tcp(s.api_port)}],
         },
     }
-    admin_from: list[Rule] = [
-        {"namespaceSelector": {"matchExpressions": [{"key": NAMESPACE_LABEL, "operator": "In", "values": sorted(s.network.admin_namespaces)}]}}
-    ] if s.network.admin_namespaces else []
+    if s.service_monitor:
+        specs["api-metrics-ingress"] = {
+            "podSelector": pods(s, API),
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [namespace(MONITORING_NAMESPACE)], "ports": tcp(s.api_port)}],
+        }
+
+    admin_from: list[Rule] = [namespace(n) for n in sorted(s.network.admin_namespaces)]
     admin_from += [{"ipBlock": {"cidr": cidr}} for cidr in s.network.admin_cidrs]
     if admin_from:
         specs["admin-ingress"] = {
-            "podSelector": pods(ADMIN),
+            "podSelector": pods(s, ADMIN),
             "policyTypes": ["Ingress"],
             "ingress": [{"from": admin_from, "ports": tcp(s.admin_port)}],
         }
@@ -115,30 +158,21 @@ def policies(s: Settings) -> dict[str, Rule]:
         for service in (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO):
             clients = [c for c, needs in DATA_CLIENTS.items() if service in needs]
             specs[f"{service}-ingress"] = {
-                "podSelector": pods(service),
+                "podSelector": pods(s, service),
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": pods(*clients)}], "ports": tcp(ports[service])}],
+                "ingress": [{"from": [{"podSelector": pods(s, *clients)}], "ports": tcp(ports[service])}],
             }
 
-    for client, services in DATA_CLIENTS.items():
+    for client in DATA_CLIENTS:
         if client == BUCKET_INIT and not in_cluster:
             continue
-        if in_cluster:
-            egress = [{"to": [{"podSelector": pods(svc)}], "ports": tcp(ports[svc])} for svc in services]
-        else:
-            # Managed services live at addresses we do not know (often private ranges): allow
-            # their ports anywhere; S3 is reached over HTTPS, covered below for API and workers.
-            egress = [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": tcp(ports[svc])} for svc in services if svc != MINIO]
-        if client in (API, WORKERS):
-            # Arweave gateways, payment facilitators and S3 over HTTPS; not the cluster's own ranges.
-            egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}], "ports": tcp(443, 80)})
-            if not in_cluster:
-                egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": tcp(443)})
-        specs[f"{client}-egress"] = {"podSelector": pods(client), "policyTypes": ["Egress"], "egress": egress}
+        specs[f"{client}-egress"] = {"podSelector": pods(s, client), "policyTypes": ["Egress"], "egress": _egress(s, client)}
     return specs
 
 
 class NetworkPolicies(pulumi.ComponentResource):
+    """The namespace's NetworkPolicies, or nothing when `networkPolicies` is false."""
+
     names: list[str]
 
     def __init__(self, name: str, args: NetworkPoliciesArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:

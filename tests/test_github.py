@@ -1,43 +1,99 @@
-"""The delivery pipeline's GitHub side is declared only when a stack opts in."""
+"""The delivery pipeline's GitHub side: declared only when a stack opts in, secrets never in clear."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pulumi
+import pytest
 
 from tests.test_workloads import render
-from tools.harness import placeholder_secrets
+from tools.harness import Recording, placeholder_secrets
 
+ENVIRONMENT = "github:index/repositoryEnvironment:RepositoryEnvironment"
+POLICY = "github:index/repositoryEnvironmentDeploymentPolicy:RepositoryEnvironmentDeploymentPolicy"
+ENV_SECRET = "github:index/actionsEnvironmentSecret:ActionsEnvironmentSecret"
+REPO_SECRET = "github:index/actionsSecret:ActionsSecret"
+VARIABLE = "github:index/actionsVariable:ActionsVariable"
 DELIVERY = {"githubDelivery": True, "githubRepository": "example-org/x402-bundler-infra", "githubProdReviewerIds": [4242, 4343]}
+CI_SECRETS = ("ciPulumiAccessToken", "ciKubeconfigDev", "ciKubeconfigProd", "ciPulumiPassphrase", "githubToken")
 
 
-def test_off_by_default() -> None:
-    rec = render("dev")
-    assert [r for r in rec.resources if r.type.startswith("github:")] == []
+@pytest.fixture(scope="module")
+def delivery() -> Recording:
+    return render("dev", overrides=DELIVERY)
 
 
-def test_environments_with_prod_reviewers_and_protected_branches() -> None:
-    rec = render("dev", overrides=DELIVERY)
-    envs = {r.inputs["environment"]: r for r in rec.of_type("github:index/repositoryEnvironment:RepositoryEnvironment")}
+def environments(rec: Recording) -> dict[str, Any]:
+    return {r.inputs["environment"]: r for r in rec.of_type(ENVIRONMENT)}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_off_by_default(stack: str) -> None:
+    rec = render(stack)
+    assert [r.type for r in rec.resources if r.type.startswith("github:")] == []
+    assert [p.name for p in rec.of_type("pulumi:providers:github") if p.name == "github-provider"] == []
+
+
+def test_dev_and_prod_environments_on_the_infrastructure_repository_through_its_owner(delivery: Recording) -> None:
+    envs = environments(delivery)
     assert set(envs) == {"dev", "prod"}
-    prod = envs["prod"]
-    assert prod.inputs["repository"] == "x402-bundler-infra"
-    assert prod.inputs["reviewers"] == [{"users": [4242, 4343]}]
-    assert prod.inputs["deploymentBranchPolicy"] == {"protectedBranches": True, "customBranchPolicies": False}
-    assert prod.inputs["canAdminsBypass"] is False
-    (provider,) = [p for p in rec.of_type("pulumi:providers:github") if p.name == "github-provider"]
+    provider = delivery.one("pulumi:providers:github", "github-provider")
     assert provider.inputs["owner"] == "example-org"
-    assert all(r.provider.startswith(provider.urn) for r in envs.values())
+    assert provider.redacted_inputs["token"] == "[secret]"
+    github_resources = [r for r in delivery.resources if r.type.startswith("github:")]
+    assert github_resources and all(r.provider.startswith(provider.urn) for r in github_resources)
+    assert all(r.inputs["repository"] == "x402-bundler-infra" for r in github_resources)
 
 
-def test_ci_secrets_are_declared_without_leaking_values() -> None:
-    rec = render("dev", overrides=DELIVERY)
-    secrets = placeholder_secrets("dev")
-    env_secrets = {(r.inputs["environment"], r.inputs["secretName"]) for r in rec.of_type("github:index/actionsEnvironmentSecret:ActionsEnvironmentSecret")}
+def test_prod_needs_the_configured_reviewers_and_no_admin_bypass(delivery: Recording) -> None:
+    prod, dev = environments(delivery)["prod"], environments(delivery)["dev"]
+    assert prod.inputs["reviewers"] == [{"users": [4242, 4343]}]
+    assert prod.inputs["canAdminsBypass"] is False
+    assert "reviewers" not in dev.inputs
+
+
+@pytest.mark.parametrize(("reviewers", "prevent"), [([4242, 4343], True), ([4242], False)])
+def test_self_review_is_prevented_unless_the_only_reviewer_would_be_locked_out(reviewers: list[int], prevent: bool) -> None:
+    prod = environments(render("dev", overrides={**DELIVERY, "githubProdReviewerIds": reviewers}))["prod"]
+    assert prod.inputs["preventSelfReview"] is prevent
+
+
+def test_prod_deploys_only_from_release_tags_and_dev_from_main_or_release_tags(delivery: Recording) -> None:
+    for env in environments(delivery).values():
+        assert env.inputs["deploymentBranchPolicy"] == {"protectedBranches": False, "customBranchPolicies": True}
+    refs = {
+        (p.inputs["environment"], "branch" if "branchPattern" in p.inputs else "tag", p.inputs.get("branchPattern") or p.inputs["tagPattern"])
+        for p in delivery.of_type(POLICY)
+    }
+    assert refs == {("dev", "branch", "main"), ("dev", "tag", "v*.*.*"), ("prod", "tag", "v*.*.*")}
+    envs = environments(delivery)
+    assert all(delivery.depends_on(p, envs[p.inputs["environment"]]) for p in delivery.of_type(POLICY))
+
+
+def test_ci_secrets_are_declared_where_the_workflows_read_them_without_leaking(delivery: Recording) -> None:
+    env_secrets = {(r.inputs["environment"], r.inputs["secretName"]) for r in delivery.of_type(ENV_SECRET)}
     assert env_secrets == {("dev", "KUBECONFIG_B64"), ("prod", "KUBECONFIG_B64")}
-    repo_secrets = {r.inputs["secretName"] for r in rec.of_type("github:index/actionsSecret:ActionsSecret")}
-    assert repo_secrets == {"PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE"}
-    redacted = json.dumps([r.redacted_inputs for r in rec.resources])
-    for key in ("ciPulumiAccessToken", "ciKubeconfigDev", "ciKubeconfigProd", "ciPulumiPassphrase", "githubToken"):
+    assert {r.inputs["secretName"] for r in delivery.of_type(REPO_SECRET)} == {"PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE"}
+    envs = environments(delivery)
+    assert all(delivery.depends_on(s, envs[s.inputs["environment"]]) for s in delivery.of_type(ENV_SECRET))
+    for secret in [*delivery.of_type(ENV_SECRET), *delivery.of_type(REPO_SECRET)]:
+        assert secret.redacted_inputs["value"] == "[secret]"
+    redacted = json.dumps([r.redacted_inputs for r in delivery.resources])
+    secrets = placeholder_secrets("dev")
+    for key in CI_SECRETS:
         assert secrets[key] not in redacted, key
-    variables = {r.inputs["variableName"]: r.inputs["value"] for r in rec.of_type("github:index/actionsVariable:ActionsVariable")}
-    assert variables["IMAGE_REPOSITORY"] == "ghcr.io/example-org/ar-io-x402-bundler"
+
+
+def test_an_unset_secret_is_skipped_not_declared_empty() -> None:
+    rec = render("dev", overrides=DELIVERY, secrets={"ciPulumiPassphrase": None, "ciKubeconfigProd": None})
+    assert {r.inputs["secretName"] for r in rec.of_type(REPO_SECRET)} == {"PULUMI_ACCESS_TOKEN"}
+    assert {r.inputs["environment"] for r in rec.of_type(ENV_SECRET)} == {"dev"}
+
+
+def test_variables_name_the_image_repository_and_the_pulumi_organization(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pulumi, "get_organization", lambda: "example-org")
+    rec = render("dev", overrides=DELIVERY)
+    variables = {r.inputs["variableName"]: r.inputs["value"] for r in rec.of_type(VARIABLE)}
+    assert variables == {"IMAGE_REPOSITORY": "ghcr.io/example-org/ar-io-x402-bundler", "PULUMI_ORG": "example-org"}

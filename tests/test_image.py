@@ -1,132 +1,196 @@
-"""Image delivery: per-platform builds pushed here, or a promoted digest; GHCR checked."""
+"""The bundler image: built per platform and pushed here, or promoted by digest from dev."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Optional
+import csv
+import re
+from typing import Any
 
 import pytest
 
 from components.config import ConfigError
 from tests.test_workloads import DEPLOYMENT, JOB, PROMOTED, container, render
-from tools.harness import GITHUB_REST, Recording, run_program
+from tools.harness import Recording, Registered, run_program
 
-IMAGE, INDEX = "docker-build:index:Image", "docker-build:index:Index"
+IMAGE, INDEX, STACK_REF = "docker-build:index:Image", "docker-build:index:Index", "pulumi:pulumi:StackReference"
 REPO = "ghcr.io/example-org/ar-io-x402-bundler"
+SOURCE = "https://github.com/example-org/ar-io-x402-bundler"
+COMMIT = "fa651d707a4012f8e4a045a3eba5a59a47aa89c1"
+BOTH = {"imagePlatforms": ["linux/amd64", "linux/arm64"]}
+AMD64 = {"imagePlatforms": ["linux/amd64"]}
+BY_DIGEST = re.compile(rf"^{re.escape(REPO)}@sha256:[0-9a-f]{{64}}$")
 
 
 @pytest.fixture(scope="module")
-def dev() -> Recording:
-    return render("dev")
+def multi_arch() -> Recording:
+    return render("dev", overrides=BOTH)
 
 
-def test_build_mode_pushes_one_image_per_platform_and_keeps_it(dev: Recording) -> None:
-    both = dev.of_type(IMAGE)
-    assert sorted(p for i in both for p in i.inputs["platforms"]) == ["linux/amd64", "linux/arm64"]
-    amd64_only = render("dev", overrides={"imagePlatforms": ["linux/amd64"]}).of_type(IMAGE)
-    assert [i.inputs["platforms"] for i in amd64_only] == [["linux/amd64"]]
-    for image in both:
-        assert image.inputs["push"] is True
+def export_fields(image: Registered) -> dict[str, str]:
+    """The image's one export, parsed as buildx parses an `--output` entry."""
+    (export,) = image.inputs["exports"]
+    (row,) = csv.reader([export["raw"]])
+    return dict(field.split("=", 1) for field in row)
+
+
+def platforms_of(rec: Recording) -> list[str]:
+    return sorted(p for i in rec.of_type(IMAGE) for p in i.inputs["platforms"])
+
+
+@pytest.mark.parametrize(
+    ("platforms", "names"),
+    [
+        (["linux/amd64", "linux/arm64"], ["image-amd64", "image-arm64"]),
+        (["linux/amd64"], ["image-amd64"]),
+        (["linux/arm64"], ["image-arm64"]),
+    ],
+)
+def test_one_image_per_configured_platform_so_dropping_arm64_drops_its_build(platforms: list[str], names: list[str]) -> None:
+    rec = render("dev", overrides={"imagePlatforms": platforms})
+    assert sorted(i.name for i in rec.of_type(IMAGE)) == names
+    assert platforms_of(rec) == sorted(platforms)
+    assert all(len(i.inputs["platforms"]) == 1 for i in rec.of_type(IMAGE))
+
+
+def test_each_platform_image_is_pushed_once_with_the_push_token_and_kept_on_delete(multi_arch: Recording) -> None:
+    for image in multi_arch.of_type(IMAGE):
+        fields = export_fields(image)
+        # The registry export is the push; `push` itself would add a second, unannotated one.
+        assert fields["type"] == "registry" and fields.get("push", "true") == "true"
+        assert image.inputs["push"] is False
         assert image.retain_on_delete is True
-        assert image.inputs["buildOnPreview"] is False
-        assert image.inputs["context"]["location"] == "https://github.com/vilenarios/ar-io-x402-bundler.git#fa651d707a4012f8e4a045a3eba5a59a47aa89c1"
-        assert image.inputs["labels"]["org.opencontainers.image.source"] == "https://github.com/example-org/ar-io-x402-bundler"
-        assert all(t.startswith(f"{REPO}:") for t in image.inputs["tags"])
-        assert image.redacted_inputs["registries"][0]["password"] == "[secret]"
+        (registry,) = image.redacted_inputs["registries"]
+        assert registry["address"] == "ghcr.io" and registry["username"] == "example-bot"
+        assert registry["password"] == "[secret]"
 
 
-def test_index_joins_the_platform_images_under_the_version_and_revision_tags(dev: Recording) -> None:
-    indexes = dev.of_type(INDEX)
-    assert sorted(i.inputs["tag"] for i in indexes) == [f"{REPO}:1.0.0", f"{REPO}:fa651d707a40"]
-    image_urns = {i.urn for i in dev.of_type(IMAGE)}
-    for index in indexes:
-        assert image_urns <= set(index.dependencies)
+def test_build_context_is_the_upstream_repository_at_the_pinned_commit(multi_arch: Recording) -> None:
+    for image in multi_arch.of_type(IMAGE):
+        assert image.inputs["context"]["location"] == f"https://github.com/vilenarios/ar-io-x402-bundler.git#{COMMIT}"
+
+
+def test_a_local_checkout_is_built_as_is_and_gets_no_revision_tag() -> None:
+    rec = render("dev", overrides={**AMD64, "imageContext": "../ar-io-x402-bundler", "imageGitRef": None})
+    (image,) = rec.of_type(IMAGE)
+    assert image.inputs["context"]["location"] == "../ar-io-x402-bundler"
+    assert image.inputs["tags"] == [f"{REPO}:1.0.0-amd64"]
+    assert [i.inputs["tag"] for i in rec.of_type(INDEX)] == [f"{REPO}:1.0.0"]
+    assert "org.opencontainers.image.revision" not in image.inputs["labels"]
+
+
+def test_source_repository_is_named_by_label_and_by_index_and_manifest_annotations(multi_arch: Recording) -> None:
+    for image in multi_arch.of_type(IMAGE):
+        fields = export_fields(image)
+        assert image.inputs["labels"]["org.opencontainers.image.source"] == SOURCE
+        assert fields["annotation-index.org.opencontainers.image.source"] == SOURCE
+        assert fields["annotation-manifest.org.opencontainers.image.source"] == SOURCE
+        assert fields["annotation-index.org.opencontainers.image.revision"] == COMMIT
+        assert fields["annotation-index.org.opencontainers.image.version"] == "1.0.0"
+        # One platform still pushes an index, so BuildKit has an index to annotate.
+        assert image.inputs["buildArgs"] == {"BUILDKIT_MULTI_PLATFORM": "1"}
+        assert "org.opencontainers.image.created" not in image.inputs["labels"]
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, False), (True, True), (False, False)])
+def test_previews_build_only_when_the_stack_asks(setting: Any, expected: bool) -> None:
+    rec = render("dev", overrides={**AMD64, "imageBuildOnPreview": setting})
+    assert [i.inputs["buildOnPreview"] for i in rec.of_type(IMAGE)] == [expected]
+
+
+def test_platform_tags_never_clobber_the_multi_arch_tags(multi_arch: Recording) -> None:
+    platform_tags = sorted(t for i in multi_arch.of_type(IMAGE) for t in i.inputs["tags"])
+    assert platform_tags == sorted(
+        f"{REPO}:{tag}-{arch}" for tag in ("1.0.0", COMMIT[:12]) for arch in ("amd64", "arm64")
+    )
+    index_tags = {i.inputs["tag"] for i in multi_arch.of_type(INDEX)}
+    assert index_tags == {f"{REPO}:1.0.0", f"{REPO}:{COMMIT[:12]}"}
+    assert not index_tags & set(platform_tags)
+
+
+def test_indexes_join_every_platform_image_and_are_kept_on_delete(multi_arch: Recording) -> None:
+    images = multi_arch.of_type(IMAGE)
+    for index in multi_arch.of_type(INDEX):
+        assert len(index.inputs["sources"]) == len(images) == 2
+        assert all("@sha256:" in s for s in index.inputs["sources"])
+        assert all(multi_arch.depends_on(index, image) for image in images)
+        assert index.inputs["push"] is True
         assert index.retain_on_delete is True
+        assert index.redacted_inputs["registry"]["password"] == "[secret]"
 
 
-def test_cache_is_per_platform_mode_max_and_versioned(dev: Recording) -> None:
-    refs = set()
-    for image in dev.of_type(IMAGE):
-        cache_to = image.inputs["cacheTo"][0]["registry"]
-        assert cache_to["mode"] == "max"
-        assert image.inputs["cacheFrom"][0]["registry"]["ref"] == cache_to["ref"]
-        refs.add(cache_to["ref"])
-    assert refs == {f"{REPO}:buildcache-v1-amd64", f"{REPO}:buildcache-v1-arm64"}
-    bumped = render("dev", overrides={"imageCacheVersion": 2}).of_type(IMAGE)
-    assert {i.inputs["cacheTo"][0]["registry"]["ref"] for i in bumped} == {f"{REPO}:buildcache-v2-amd64", f"{REPO}:buildcache-v2-arm64"}
+def test_cache_is_per_platform_mode_max_in_the_registry(multi_arch: Recording) -> None:
+    refs = []
+    for image in multi_arch.of_type(IMAGE):
+        (cache_to,) = image.inputs["cacheTo"]
+        (cache_from,) = image.inputs["cacheFrom"]
+        assert cache_to["registry"]["mode"] == "max"
+        assert cache_to["registry"]["imageManifest"] is True and cache_to["registry"]["ociMediaTypes"] is True
+        assert cache_from["registry"]["ref"] == cache_to["registry"]["ref"]
+        refs.append(cache_to["registry"]["ref"])
+    assert sorted(refs) == [f"{REPO}:buildcache-v1-amd64", f"{REPO}:buildcache-v1-arm64"]
 
 
-def workload_images(rec: Recording) -> set[str]:
-    return {container(w)["image"] for w in [*rec.of_type(DEPLOYMENT), *[j for j in rec.of_type(JOB) if j.name == "migration-job"]]}
+def test_bumping_the_cache_version_moves_every_cache_ref() -> None:
+    rec = render("dev", overrides={**BOTH, "imageCacheVersion": 7})
+    refs = sorted(ref for i in rec.of_type(IMAGE) for c in ("cacheTo", "cacheFrom") for ref in [i.inputs[c][0]["registry"]["ref"]])
+    assert refs == sorted(2 * [f"{REPO}:buildcache-v7-amd64", f"{REPO}:buildcache-v7-arm64"])
+
+
+def test_build_mode_exports_the_index_digest_without_its_tag(multi_arch: Recording) -> None:
+    # The provider's Index answers `<tag>@<digest>` (so does the mock); workloads get `<repository>@<digest>`.
+    assert BY_DIGEST.match(multi_arch.outputs["imageRef"])
+
+
+def workload_images(rec: Recording) -> list[str]:
+    return [container(w)["image"] for w in [*rec.of_type(DEPLOYMENT), *[j for j in rec.of_type(JOB) if j.name == "migration-job"]]]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_every_workload_runs_the_image_by_digest(stack: str) -> None:
-    images = workload_images(render(stack))
-    assert len(images) == 1
-    (ref,) = images
-    assert ref.startswith(f"{REPO}@sha256:") and len(ref.split("@sha256:")[1]) == 64
+def test_every_workload_runs_the_one_image_by_digest(stack: str) -> None:
+    rec = render(stack)
+    images = workload_images(rec)
+    assert len(images) == 4  # api, workers, admin, migration
+    assert set(images) == {rec.outputs["imageRef"]}
+    assert all(BY_DIGEST.match(i) for i in images)
 
 
-def test_promote_mode_deploys_exactly_the_digest_dev_exported() -> None:
+def test_promote_mode_builds_nothing_and_deploys_exactly_the_digest_dev_exported() -> None:
     rec = render("prod")
     assert rec.of_type(IMAGE) == [] and rec.of_type(INDEX) == []
-    assert workload_images(rec) == {PROMOTED}
+    assert set(workload_images(rec)) == {PROMOTED}
     assert rec.outputs["imageRef"] == PROMOTED
-    (ref,) = rec.of_type("pulumi:pulumi:StackReference")
+    (ref,) = rec.of_type(STACK_REF)
     assert ref.inputs["name"] == "example-org/x402-bundler/dev"
 
 
-def test_promote_mode_takes_an_explicit_digest() -> None:
+def test_promote_mode_takes_an_explicit_digest_instead_of_a_stack() -> None:
     other = f"{REPO}@sha256:" + "c" * 64
     rec = render("prod", overrides={"imagePromoteStack": None, "imageRef": other})
-    assert workload_images(rec) == {other}
-    assert rec.of_type("pulumi:pulumi:StackReference") == []
+    assert set(workload_images(rec)) == {other}
+    assert rec.of_type(STACK_REF) == [] and rec.of_type(IMAGE) == []
 
 
-def test_promoting_a_stack_that_exported_a_tag_fails() -> None:
-    rec = render("prod", stack_outputs={"example-org/x402-bundler/dev": {"imageRef": f"{REPO}:1.0.0"}}, raise_errors=False)
-    assert rec.error is not None and "not pinned by digest" in str(rec.error)
+def test_a_promoted_tag_in_front_of_the_digest_is_dropped() -> None:
+    digest = "sha256:" + "d" * 64
+    rec = render("prod", stack_outputs={"example-org/x402-bundler/dev": {"imageRef": f"{REPO}:1.0.0@{digest}"}})
+    assert set(workload_images(rec)) == {f"{REPO}@{digest}"}
+
+
+@pytest.mark.parametrize(
+    ("exported", "message"),
+    [
+        (f"{REPO}:1.0.0", "not pinned by digest"),
+        (None, "not pinned by digest"),
+        ("ghcr.io/someone-else/bundler@sha256:" + "e" * 64, "not in x402-bundler:imageRepository"),
+    ],
+    ids=["tag", "missing", "other-repository"],
+)
+def test_promoting_anything_but_a_digest_of_our_repository_fails(exported: Any, message: str) -> None:
+    outputs = {} if exported is None else {"imageRef": exported}
+    rec = render("prod", stack_outputs={"example-org/x402-bundler/dev": outputs}, raise_errors=False)
+    assert rec.error is not None and message in str(rec.error)
 
 
 def test_promote_mode_refuses_a_mutable_tag_in_config() -> None:
     with pytest.raises(ConfigError, match="imageRef"):
         run_program("prod", overrides={"imagePromoteStack": None, "imageRef": f"{REPO}:latest"})
-
-
-def rest(visibility: Optional[str]) -> Any:
-    def answer(token: str, args: dict[str, Any]) -> Optional[dict[str, Any]]:
-        if token != GITHUB_REST:
-            return None
-        if visibility is None:
-            return {"code": 404, "body": json.dumps({"message": "Package not found."})}
-        return {"code": 200, "body": json.dumps({"name": "ar-io-x402-bundler", "visibility": visibility})}
-
-    return answer
-
-
-def test_public_package_declared_public_passes() -> None:
-    rec = render("dev", overrides={"ghcrVisibility": "public"}, call_results=rest("public"))
-    assert rec.outputs["imagePackageVisibility"] == "public"
-    assert rec.outputs["imagePackageUrl"] == "https://github.com/orgs/example-org/packages/container/package/ar-io-x402-bundler"
-    (call,) = [c for c in rec.calls if c[0] == GITHUB_REST]
-    assert call[1]["endpoint"] == "/orgs/example-org/packages/container/ar-io-x402-bundler"
-
-
-def test_private_package_declared_public_fails_with_the_settings_url() -> None:
-    rec = render("dev", overrides={"ghcrVisibility": "public"}, call_results=rest("private"), raise_errors=False)
-    assert rec.error is not None
-    assert "https://github.com/orgs/example-org/packages/container/ar-io-x402-bundler/settings" in str(rec.error)
-
-
-def test_missing_package_is_reported_not_fatal() -> None:
-    rec = render("dev", overrides={"ghcrVisibility": "public"}, call_results=rest(None))
-    assert rec.error is None
-    assert rec.outputs["imagePackageVisibility"] == "not-found"
-
-
-def test_private_package_declared_private_passes_and_user_owners_use_the_users_endpoint() -> None:
-    rec = render("dev", overrides={"ghcrOwnerType": "user"}, call_results=rest("private"))
-    assert rec.outputs["imagePackageVisibility"] == "private"
-    (call,) = [c for c in rec.calls if c[0] == GITHUB_REST]
-    assert call[1]["endpoint"].startswith("/users/example-org/")

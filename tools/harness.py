@@ -159,11 +159,13 @@ class ProgramMocks(pulumi.runtime.Mocks):
             state["metadata"] = metadata
             return metadata["name"], state
         if args.typ == "docker-build:index:Image":
+            # As the provider answers: the first tag with the pushed digest appended.
             tags = state.get("tags") or ["registry.invalid/unknown:untagged"]
-            state["digest"] = _digest(args.name, state.get("context"), state.get("platforms"), state.get("buildArgs"))
-            state["ref"] = f"{str(tags[0]).rsplit(':', 1)[0]}@{state['digest']}"
+            state["digest"] = _digest(args.name, state.get("context"), state.get("platforms"), state.get("buildArgs"),
+                                      state.get("exports"), state.get("labels"))
+            state["ref"] = f"{tags[0]}@{state['digest']}"
         elif args.typ == "docker-build:index:Index":
-            state["ref"] = f"{str(state.get('tag', 'registry.invalid/unknown:x')).rsplit(':', 1)[0]}@{_digest(args.name, state.get('sources'))}"
+            state["ref"] = f"{state.get('tag', 'registry.invalid/unknown:x')}@{_digest(sorted(state.get('sources') or []))}"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = "mock-" + hashlib.sha256(args.name.encode()).hexdigest()[:28]
         elif args.typ == "pulumi:pulumi:StackReference":
