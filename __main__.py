@@ -33,16 +33,18 @@ app_config = AppConfiguration(
 )
 probes = ProbeScript("probes", ProbeScriptArgs(settings=settings, namespace=namespace.name))
 pod = app_config.pod_environment(probes)
+# Workloads take the image through the package check: a package declared public but found
+# private stops the rollout here, not in ImagePullBackOff.
 
 migration = MigrationJob(
     "migration",
-    MigrationJobArgs(settings=settings, namespace=namespace.name, image=image.ref, pod=pod, wait_for=[data]),
+    MigrationJobArgs(settings=settings, namespace=namespace.name, image=package.image_ref, pod=pod, wait_for=[data]),
 )
 processes = {
     spec.component: BundlerProcess(
         spec.component,
         BundlerProcessArgs(
-            settings=settings, namespace=namespace.name, image=image.ref, pod=pod, spec=spec, wait_for=[migration]
+            settings=settings, namespace=namespace.name, image=package.image_ref, pod=pod, spec=spec, wait_for=[migration]
         ),
     )
     for spec in process_specs(settings)

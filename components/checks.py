@@ -39,6 +39,7 @@ _SUFFIX = {
 _DIGEST_REF = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
 _EXACT_VERSION_TAG = re.compile(r":(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d{2}-\d{2}T[\w-]+)$")
 _GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
+_REDIS_MEMORY = re.compile(r"^\d+\s*([kmg]?b?)$", re.IGNORECASE)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -138,6 +139,12 @@ def quantity(key: str, value: str) -> list[Problem]:
     return []
 
 
+def redis_memory(key: str, value: str) -> list[Problem]:
+    if not _REDIS_MEMORY.match(value.strip()):
+        return [Problem(key, f"'{value}' is not a Redis memory size (e.g. 256mb, 1gb).", _set(key, "256mb"))]
+    return []
+
+
 def request_within_limit(prefix: str, request: str, limit: str, kind: str) -> list[Problem]:
     req, lim = parse_quantity(request), parse_quantity(limit)
     if req is not None and lim is not None and req > lim:
@@ -204,9 +211,10 @@ def pinned_image(key: str, ref: str, allow_exact_version: bool) -> list[Problem]
 
 def image(settings: ImageSettings, has_push_token: bool, has_pull_token: bool) -> list[Problem]:
     problems: list[Problem] = []
+    # Both modes: the pull Secret, the package check and the labels all name this repository.
+    if not _GHCR_REPO.fullmatch(settings.repository):
+        problems.append(Problem("imageRepository", f"'{settings.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase).", _set("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler")))
     if settings.mode == "build":
-        if not _GHCR_REPO.fullmatch(settings.repository):
-            problems.append(Problem("imageRepository", f"'{settings.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase).", _set("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler")))
         is_git = settings.context.startswith(("https://", "git@", "git://"))
         if is_git and not (settings.git_ref and re.fullmatch(r"[0-9a-f]{40}", settings.git_ref)):
             problems.append(Problem("imageGitRef", "must be a full 40-hex commit when imageContext is a Git URL: a branch or tag can move.", _set("imageGitRef", "<commit sha>")))
@@ -223,6 +231,11 @@ def image(settings: ImageSettings, has_push_token: bool, has_pull_token: bool) -
             problems.append(Problem("imagePromoteStack", "promote mode needs exactly one source: imagePromoteStack (a stack that built the image) or imageRef (repository@sha256:...).", _set("imagePromoteStack", "<org>/x402-bundler/dev")))
         if settings.promote_ref:
             problems.extend(pinned_image("imageRef", settings.promote_ref, allow_exact_version=False))
+            promoted = settings.promote_ref.split("@", 1)[0]
+            if ":" in promoted.rsplit("/", 1)[-1]:
+                promoted = promoted.rsplit(":", 1)[0]
+            if settings.repository and promoted != settings.repository:
+                problems.append(Problem("imageRef", f"'{settings.promote_ref}' is not in imageRepository ({settings.repository}): the pull Secret and the package check are for that repository.", _set("imageRef", f"{settings.repository}@sha256:<64 hex digits>")))
     if settings.visibility == "private" and not has_pull_token:
         problems.append(Problem("registryPullToken", "is required when ghcrVisibility is private: the cluster cannot pull without it (a read:packages token).", _set("registryPullToken", "<read-only token>", secret=True)))
     return problems

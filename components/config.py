@@ -106,6 +106,8 @@ class GithubSettings:
     ci_pulumi_passphrase: Optional[pulumi.Output[str]]
     ci_kubeconfig_dev: Optional[pulumi.Output[str]]
     ci_kubeconfig_prod: Optional[pulumi.Output[str]]
+    ci_preview_kubeconfig_dev: Optional[pulumi.Output[str]]
+    ci_preview_kubeconfig_prod: Optional[pulumi.Output[str]]
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class NetworkSettings:
     admin_namespaces: tuple[str, ...]
     admin_cidrs: tuple[str, ...]
     dns_namespace: str
+    monitoring_namespace: str
 
 
 @dataclass(frozen=True)
@@ -418,7 +421,14 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
         admin_namespaces=r.strings("adminAllowedNamespaces", ()),
         admin_cidrs=r.strings("adminAllowedCidrs", ()),
         dns_namespace=r.text("dnsNamespace", "kube-system"),
+        monitoring_namespace=r.text("monitoringNamespace", "monitoring"),
     )
+    for key, ns in (
+        ("ingressControllerNamespace", network.ingress_namespace),
+        ("dnsNamespace", network.dns_namespace),
+        ("monitoringNamespace", network.monitoring_namespace),
+    ):
+        r.problems.extend(checks.namespace_name(key, ns))
     for cidr in network.admin_cidrs:
         r.problems.extend(checks.cidr("adminAllowedCidrs", cidr))
 
@@ -443,6 +453,8 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
         ci_pulumi_passphrase=_secret(r.secret_text("ciPulumiPassphrase")),
         ci_kubeconfig_dev=_secret(r.secret_text("ciKubeconfigDev")),
         ci_kubeconfig_prod=_secret(r.secret_text("ciKubeconfigProd")),
+        ci_preview_kubeconfig_dev=_secret(r.secret_text("ciPreviewKubeconfigDev")),
+        ci_preview_kubeconfig_prod=_secret(r.secret_text("ciPreviewKubeconfigProd")),
     )
     r.problems.extend(checks.github_delivery(github.delivery, github.repository, github.prod_reviewer_ids, github.token is not None))
 
@@ -545,6 +557,7 @@ def _data(r: _Reader, environment: Environment) -> DataSettings:
             ("minioStorage", in_cluster.minio_storage),
         ):
             r.problems.extend(checks.quantity(key, q))
+        r.problems.extend(checks.redis_memory("cacheRedisMaxMemory", in_cluster.cache_max_memory))
 
     db_password = r.secret_text("dbPassword")
     cache_password = r.secret_text("cacheRedisPassword")

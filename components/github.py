@@ -98,6 +98,10 @@ class GithubDelivery(pulumi.ComponentResource):
         for secret_name, value in (
             ("PULUMI_ACCESS_TOKEN", s.ci_pulumi_access_token),
             ("PULUMI_CONFIG_PASSPHRASE", s.ci_pulumi_passphrase),
+            # Pull-request previews run in no environment (prod's reviewers would block them):
+            # read-only kubeconfigs as repository secrets.
+            ("PREVIEW_KUBECONFIG_DEV_B64", s.ci_preview_kubeconfig_dev),
+            ("PREVIEW_KUBECONFIG_PROD_B64", s.ci_preview_kubeconfig_prod),
         ):
             if value is not None:
                 github.ActionsSecret(

@@ -49,7 +49,6 @@ from components.labels import (
 Rule = dict[str, Any]
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 # Where Prometheus runs when `serviceMonitor` is on (kube-prometheus-stack's usual namespace).
-MONITORING_NAMESPACE = "monitoring"
 # Private, link-local and carrier-grade NAT ranges: where pods, Services, nodes and cloud
 # metadata live. "The internet" for API and workers is everything else.
 PRIVATE_RANGES = ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]
@@ -142,7 +141,7 @@ def policies(s: Settings) -> dict[str, Rule]:
         specs["api-metrics-ingress"] = {
             "podSelector": pods(s, API),
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [namespace(MONITORING_NAMESPACE)], "ports": tcp(s.api_port)}],
+            "ingress": [{"from": [namespace(s.network.monitoring_namespace)], "ports": tcp(s.api_port)}],
         }
 
     admin_from: list[Rule] = [namespace(n) for n in sorted(s.network.admin_namespaces)]

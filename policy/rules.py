@@ -99,6 +99,8 @@ def restricted_pod_security(m: Manifest) -> list[str]:
     if spec is None:
         return []
     problems: list[str] = []
+    if not spec.get("containers"):
+        problems.append("pod has no containers")
     pod = spec.get("securityContext") or {}
     problems += [f"pod sets {f}" for f in ("hostNetwork", "hostPID", "hostIPC") if spec.get(f)]
     for v in spec.get("volumes") or []:

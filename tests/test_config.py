@@ -93,6 +93,10 @@ BAD_INPUTS = [
     pytest.param({"adminAllowedCidrs": ["10.0.0.0/33"]}, {}, "adminAllowedCidrs", "not a CIDR", id="bad-cidr"),
     pytest.param({"namespace": "Bundler_NS"}, {}, "namespace", "not a valid Kubernetes namespace", id="bad-namespace"),
     pytest.param({}, {"adminPassword": "short"}, "adminPassword", "shorter than 16", id="weak-admin-password"),
+    pytest.param({"cacheRedisMaxMemory": "lots"}, {}, "cacheRedisMaxMemory", "not a Redis memory size", id="bad-redis-memory"),
+    pytest.param({"monitoringNamespace": "Mon_NS"}, {}, "monitoringNamespace", "not a valid Kubernetes namespace", id="bad-monitoring-namespace"),
+    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/someone-else/bundler@sha256:" + "a" * 64}, {}, "imageRef", "not in imageRepository", id="promote-other-repository"),
+    pytest.param({"imageMode": "promote", "imageRepository": None, "imagePromoteStack": "o/x402-bundler/dev"}, {}, "imageRepository", "not a GHCR repository", id="promote-without-repository"),
 ]
 
 

@@ -75,7 +75,8 @@ def test_prod_deploys_only_from_release_tags_and_dev_from_main_or_release_tags(d
 def test_ci_secrets_are_declared_where_the_workflows_read_them_without_leaking(delivery: Recording) -> None:
     env_secrets = {(r.inputs["environment"], r.inputs["secretName"]) for r in delivery.of_type(ENV_SECRET)}
     assert env_secrets == {("dev", "KUBECONFIG_B64"), ("prod", "KUBECONFIG_B64")}
-    assert {r.inputs["secretName"] for r in delivery.of_type(REPO_SECRET)} == {"PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE"}
+    assert {r.inputs["secretName"] for r in delivery.of_type(REPO_SECRET)} == {
+        "PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE", "PREVIEW_KUBECONFIG_DEV_B64", "PREVIEW_KUBECONFIG_PROD_B64"}
     envs = environments(delivery)
     assert all(delivery.depends_on(s, envs[s.inputs["environment"]]) for s in delivery.of_type(ENV_SECRET))
     for secret in [*delivery.of_type(ENV_SECRET), *delivery.of_type(REPO_SECRET)]:
@@ -87,8 +88,8 @@ def test_ci_secrets_are_declared_where_the_workflows_read_them_without_leaking(d
 
 
 def test_an_unset_secret_is_skipped_not_declared_empty() -> None:
-    rec = render("dev", overrides=DELIVERY, secrets={"ciPulumiPassphrase": None, "ciKubeconfigProd": None})
-    assert {r.inputs["secretName"] for r in rec.of_type(REPO_SECRET)} == {"PULUMI_ACCESS_TOKEN"}
+    rec = render("dev", overrides=DELIVERY, secrets={"ciPulumiPassphrase": None, "ciKubeconfigProd": None, "ciPreviewKubeconfigProd": None})
+    assert {r.inputs["secretName"] for r in rec.of_type(REPO_SECRET)} == {"PULUMI_ACCESS_TOKEN", "PREVIEW_KUBECONFIG_DEV_B64"}
     assert {r.inputs["environment"] for r in rec.of_type(ENV_SECRET)} == {"dev"}
 
 

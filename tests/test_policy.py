@@ -77,6 +77,7 @@ def test_a_compliant_deployment_passes_every_rule() -> None:
         ("restricted-pod-security", "spec.template.spec.securityContext.seccompProfile", None),
         ("restricted-pod-security", f"{C}.securityContext.readOnlyRootFilesystem", False),
         ("restricted-pod-security", "spec.template.spec.hostNetwork", True),
+        ("restricted-pod-security", "spec.template.spec.containers", []),
         ("restricted-pod-security", "spec.template.spec.volumes", [{"name": "h", "hostPath": {"path": "/"}}]),
         ("restricted-pod-security", "spec.template.spec.volumes", [{"name": "n", "nfs": {"server": "nfs", "path": "/"}}]),
         ("restricted-pod-security", "spec.template.spec.securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]),

@@ -283,7 +283,9 @@ def placeholder_secrets(stack: str) -> dict[str, str]:
                     "s3AccessKeyId": "PLACEHOLDER-s3-key-id", "s3SecretAccessKey": "PLACEHOLDER-s3-secret-key"}
     # Read only when githubDelivery is on; always present so an override can turn it on.
     secrets |= {"ciPulumiAccessToken": "PLACEHOLDER-pulumi-token", "ciKubeconfigDev": "PLACEHOLDER-kubeconfig-dev",
-                "ciKubeconfigProd": "PLACEHOLDER-kubeconfig-prod", "ciPulumiPassphrase": "PLACEHOLDER-passphrase"}
+                "ciKubeconfigProd": "PLACEHOLDER-kubeconfig-prod", "ciPulumiPassphrase": "PLACEHOLDER-passphrase",
+                "ciPreviewKubeconfigDev": "PLACEHOLDER-preview-kubeconfig-dev",
+                "ciPreviewKubeconfigProd": "PLACEHOLDER-preview-kubeconfig-prod"}
     return secrets
 
 
