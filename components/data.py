@@ -28,11 +28,13 @@ from components.labels import (
     POSTGRES,
     REDIS_CACHE,
     REDIS_QUEUE,
+    REPLACE_UNREADY,
     container_security,
     k8s_name,
     labels,
     pod_security,
     resources,
+    run_once_job_spec,
     selector_labels,
 )
 
@@ -417,35 +419,25 @@ class DataServices(pulumi.ComponentResource):
                 name=k8s_name("bundler-bucket", s.data.s3.bucket),
                 namespace=self._ns,
                 labels=job_labels,
-                annotations={"pulumi.com/replaceUnready": "true"},
+                annotations=REPLACE_UNREADY,
             ),
-            # No ttlSecondsAfterFinished, for the same reason as the migration Job: a
-            # TTL-deleted Job is drift that `refresh` + `up` would re-create.
-            spec=k8s.batch.v1.JobSpecArgs(
+            spec=run_once_job_spec(
+                pod_labels=job_labels,
                 backoff_limit=6,
-                active_deadline_seconds=300,
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=job_labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        restart_policy="Never",
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        security_context=pod_security(),
-                        volumes=[tmp_volume],
-                        containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="create-bucket",
-                                image=s.data.in_cluster.minio_client_image,
-                                # Idempotent: an existing bucket is success.
-                                command=["mc", "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{s.data.s3.bucket}"],
-                                env=[_secret_env("MC_HOST_local", secret, "mc-host")],
-                                volume_mounts=[tmp_mount],
-                                security_context=container_security(),
-                                resources=resources("50m", "200m", "32Mi", "128Mi"),
-                            )
-                        ],
-                    ),
-                ),
+                deadline_seconds=300,
+                volumes=[tmp_volume],
+                containers=[
+                    k8s.core.v1.ContainerArgs(
+                        name="create-bucket",
+                        image=s.data.in_cluster.minio_client_image,
+                        # Idempotent: an existing bucket is success.
+                        command=["mc", "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{s.data.s3.bucket}"],
+                        env=[_secret_env("MC_HOST_local", secret, "mc-host")],
+                        volume_mounts=[tmp_mount],
+                        security_context=container_security(),
+                        resources=resources("50m", "200m", "32Mi", "128Mi"),
+                    )
+                ],
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[minio]),
         )

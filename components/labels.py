@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -103,4 +103,40 @@ def resources(cpu_request: str, cpu_limit: str, memory_request: str, memory_limi
     return k8s.core.v1.ResourceRequirementsArgs(
         requests={"cpu": cpu_request, "memory": memory_request},
         limits={"cpu": cpu_limit, "memory": memory_limit},
+    )
+
+
+# A failed one-shot Job is replaced on the next `up` (and so re-run) rather than kept as done.
+REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
+
+
+def run_once_job_spec(
+    pod_labels: Mapping[str, str],
+    containers: list[k8s.core.v1.ContainerArgs],
+    volumes: list[k8s.core.v1.VolumeArgs],
+    backoff_limit: int,
+    deadline_seconds: int,
+    image_pull_secrets: Optional[list[k8s.core.v1.LocalObjectReferenceArgs]] = None,
+) -> k8s.batch.v1.JobSpecArgs:
+    """The spec of a Job that runs once: never restarted in place, no API token, no service links.
+
+    No ttlSecondsAfterFinished, on purpose: a Job deleted by the TTL controller is drift;
+    `pulumi refresh` drops it from state and the next `up` re-creates it, which re-runs it and
+    blocks everything that depends on it.
+    """
+    return k8s.batch.v1.JobSpecArgs(
+        backoff_limit=backoff_limit,
+        active_deadline_seconds=deadline_seconds,
+        template=k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(labels=dict(pod_labels)),
+            spec=k8s.core.v1.PodSpecArgs(
+                restart_policy="Never",
+                automount_service_account_token=False,
+                enable_service_links=False,
+                security_context=pod_security(),
+                image_pull_secrets=image_pull_secrets,
+                volumes=volumes,
+                containers=containers,
+            ),
+        ),
     )

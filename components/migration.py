@@ -15,7 +15,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import Settings
-from components.labels import MIGRATION, container_security, content_hash, k8s_name, labels, pod_security, resources
+from components.labels import (
+    MIGRATION,
+    REPLACE_UNREADY,
+    container_security,
+    content_hash,
+    k8s_name,
+    labels,
+    resources,
+    run_once_job_spec,
+)
 from components.secrets import PodEnvironment
 
 # Margin over activeDeadlineSeconds for pulling the image and scheduling the pod.
@@ -66,48 +75,35 @@ class MigrationJob(pulumi.ComponentResource):
                 name=name_output,
                 namespace=args.namespace,
                 labels=meta_labels,
-                # A Job that failed (deadline or retries) is replaced on the next `up` instead of
-                # being kept as a finished resource: the migration is retried.
-                annotations={"pulumi.com/replaceUnready": "true"},
+                annotations=REPLACE_UNREADY,
             ),
-            # No ttlSecondsAfterFinished on purpose: a Job deleted by the TTL controller is drift;
-            # `pulumi refresh` then drops it from state and the next `up` re-creates it, which
-            # re-runs the migration and, because the Deployments depend on it, blocks them on it.
-            spec=k8s.batch.v1.JobSpecArgs(
+            spec=run_once_job_spec(
+                pod_labels=meta_labels,
                 backoff_limit=s.migration_backoff_limit,
-                active_deadline_seconds=s.migration_timeout_seconds,
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=meta_labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        restart_policy="Never",
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        security_context=pod_security(),
-                        image_pull_secrets=pod.image_pull_secrets,
-                        volumes=pod.volumes,
-                        containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="migrate",
-                                image=args.image,
-                                command=["yarn", "db:migrate"],
-                                # yarn writes its cache and rc files under HOME: keep them on /tmp,
-                                # the root filesystem is read-only.
-                                env=[
-                                    *pod.env,
-                                    k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
-                                    k8s.core.v1.EnvVarArgs(name="YARN_CACHE_FOLDER", value="/tmp/yarn-cache"),
-                                ],
-                                env_from=pod.env_from,
-                                volume_mounts=pod.volume_mounts,
-                                security_context=container_security(),
-                                resources=resources(
-                                    s.migration.cpu_request, s.migration.cpu_limit,
-                                    s.migration.memory_request, s.migration.memory_limit,
-                                ),
-                            )
+                deadline_seconds=s.migration_timeout_seconds,
+                image_pull_secrets=pod.image_pull_secrets,
+                volumes=pod.volumes,
+                containers=[
+                    k8s.core.v1.ContainerArgs(
+                        name="migrate",
+                        image=args.image,
+                        command=["yarn", "db:migrate"],
+                        # yarn writes its cache and rc files under HOME: keep them on /tmp,
+                        # the root filesystem is read-only.
+                        env=[
+                            *pod.env,
+                            k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
+                            k8s.core.v1.EnvVarArgs(name="YARN_CACHE_FOLDER", value="/tmp/yarn-cache"),
                         ],
-                    ),
-                ),
+                        env_from=pod.env_from,
+                        volume_mounts=pod.volume_mounts,
+                        security_context=container_security(),
+                        resources=resources(
+                            s.migration.cpu_request, s.migration.cpu_limit,
+                            s.migration.memory_request, s.migration.memory_limit,
+                        ),
+                    )
+                ],
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,

@@ -31,16 +31,6 @@ PERSISTENT = ("postgres", "redis-queue", "minio")
 MI = 1024**2
 
 
-@pytest.fixture(scope="module")
-def dev() -> Recording:
-    return render("dev")
-
-
-@pytest.fixture(scope="module")
-def prod() -> Recording:
-    return render("prod")
-
-
 def statefulset(rec: Recording, component: str) -> Registered:
     return rec.one(STATEFULSET, f"data-{component}")
 

@@ -25,16 +25,6 @@ def policies(rec: Recording) -> Policies:
     return [(r.get("metadata.namespace"), r.inputs["spec"]) for r in rec.of_type(NETPOL)]
 
 
-@pytest.fixture(scope="module")
-def dev() -> Recording:
-    return render("dev")
-
-
-@pytest.fixture(scope="module")
-def prod() -> Recording:
-    return render("prod")
-
-
 def pod(rec: Recording, component: str, stack: str = "dev") -> Endpoint:
     return Endpoint(rec.outputs["namespace"], selector_labels(stack, component))
 

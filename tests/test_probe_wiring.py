@@ -17,11 +17,6 @@ READINESS = {
 }
 
 
-@pytest.fixture(scope="module")
-def dev() -> Recording:
-    return render("dev")
-
-
 def checks_of(probe: dict) -> set[str]:
     command = probe["exec"]["command"]
     assert command[:2] == ["node", probes.SCRIPT_PATH]
