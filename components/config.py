@@ -444,11 +444,19 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
         )
     worker_grace = r.integer("workerGracePeriodSeconds", 60, minimum=31, maximum=3600)
 
+    reviewer_ids = r.strings("githubProdReviewerIds", ())
+    logins = [v for v in reviewer_ids if not v.isdigit()]
+    if logins:
+        r.fail(
+            "githubProdReviewerIds",
+            f"{', '.join(logins)}: not numeric GitHub user ids (logins are not accepted).",
+            f"pulumi config set --path '{PROJECT}:githubProdReviewerIds[0]' <id>  (the id: gh api users/<login> --jq .id)",
+        )
     github = GithubSettings(
         token=_secret(r.secret_text("githubToken")),
         delivery=r.boolean("githubDelivery", False),
         repository=r.text("githubRepository", None),
-        prod_reviewer_ids=tuple(int(v) for v in r.strings("githubProdReviewerIds", ()) if str(v).isdigit()),
+        prod_reviewer_ids=tuple(int(v) for v in reviewer_ids if v.isdigit()),
         ci_pulumi_access_token=_secret(r.secret_text("ciPulumiAccessToken")),
         ci_pulumi_passphrase=_secret(r.secret_text("ciPulumiPassphrase")),
         ci_kubeconfig_dev=_secret(r.secret_text("ciKubeconfigDev")),

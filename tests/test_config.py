@@ -93,6 +93,7 @@ BAD_INPUTS = [
     pytest.param({"adminAllowedCidrs": ["10.0.0.0/33"]}, {}, "adminAllowedCidrs", "not a CIDR", id="bad-cidr"),
     pytest.param({"namespace": "Bundler_NS"}, {}, "namespace", "not a valid Kubernetes namespace", id="bad-namespace"),
     pytest.param({}, {"adminPassword": "short"}, "adminPassword", "shorter than 16", id="weak-admin-password"),
+    pytest.param({"githubDelivery": True, "githubRepository": "o/r", "githubProdReviewerIds": [123, "alice"]}, {}, "githubProdReviewerIds", "not numeric GitHub user ids", id="reviewer-login"),
     pytest.param({"cacheRedisMaxMemory": "lots"}, {}, "cacheRedisMaxMemory", "not a Redis memory size", id="bad-redis-memory"),
     pytest.param({"monitoringNamespace": "Mon_NS"}, {}, "monitoringNamespace", "not a valid Kubernetes namespace", id="bad-monitoring-namespace"),
     pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/someone-else/bundler@sha256:" + "a" * 64}, {}, "imageRef", "not in imageRepository", id="promote-other-repository"),
