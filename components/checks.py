@@ -39,7 +39,7 @@ _SUFFIX = {
 _DIGEST_REF = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
 _EXACT_VERSION_TAG = re.compile(r":(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d{2}-\d{2}T[\w-]+)$")
 _GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
-_REDIS_MEMORY = re.compile(r"^\d+\s*([kmg]?b?)$", re.IGNORECASE)
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -139,8 +139,14 @@ def quantity(key: str, value: str) -> list[Problem]:
     return []
 
 
+def parse_redis_memory(value: str) -> Optional[int]:
+    """A Redis memory setting (`256mb`, `1gb`, `100000`) in bytes, or None when Redis would reject it."""
+    match = re.fullmatch(r"(\d+)\s*([kmg]?b?)", value.strip().lower())
+    return int(match.group(1)) * _REDIS_UNITS[match.group(2)] if match else None
+
+
 def redis_memory(key: str, value: str) -> list[Problem]:
-    if not _REDIS_MEMORY.match(value.strip()):
+    if parse_redis_memory(value) is None:
         return [Problem(key, f"'{value}' is not a Redis memory size (e.g. 256mb, 1gb).", _set(key, "256mb"))]
     return []
 
@@ -192,6 +198,14 @@ def namespace_name(key: str, value: str) -> list[Problem]:
     return [Problem(key, f"'{value}' is not a valid Kubernetes namespace name (lowercase DNS label, at most 63 characters).", _set(key, "x402-bundler"))]
 
 
+def repository_of(ref: str) -> str:
+    """The repository of an image reference, without its digest or tag."""
+    name = ref.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return name
+
+
 def pinned_image(key: str, ref: str, allow_exact_version: bool) -> list[Problem]:
     """An image must be pinned: by digest, or (third-party images only) by an exact version tag."""
     if _DIGEST_REF.fullmatch(ref):
@@ -231,10 +245,7 @@ def image(settings: ImageSettings, has_push_token: bool, has_pull_token: bool) -
             problems.append(Problem("imagePromoteStack", "promote mode needs exactly one source: imagePromoteStack (a stack that built the image) or imageRef (repository@sha256:...).", _set("imagePromoteStack", "<org>/x402-bundler/dev")))
         if settings.promote_ref:
             problems.extend(pinned_image("imageRef", settings.promote_ref, allow_exact_version=False))
-            promoted = settings.promote_ref.split("@", 1)[0]
-            if ":" in promoted.rsplit("/", 1)[-1]:
-                promoted = promoted.rsplit(":", 1)[0]
-            if settings.repository and promoted != settings.repository:
+            if settings.repository and repository_of(settings.promote_ref) != settings.repository:
                 problems.append(Problem("imageRef", f"'{settings.promote_ref}' is not in imageRepository ({settings.repository}): the pull Secret and the package check are for that repository.", _set("imageRef", f"{settings.repository}@sha256:<64 hex digits>")))
     if settings.visibility == "private" and not has_pull_token:
         problems.append(Problem("registryPullToken", "is required when ghcrVisibility is private: the cluster cannot pull without it (a read:packages token).", _set("registryPullToken", "<read-only token>", secret=True)))

@@ -12,7 +12,6 @@ their Services, the credentials and the volumes survive `pulumi destroy` and ren
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.checks import parse_redis_memory
 from components.config import Settings
 from components.endpoints import DataEndpoints
 from components.labels import (
@@ -48,14 +48,7 @@ PGDATA_MOUNT = "/var/lib/postgresql/data"
 # A full queue must make Redis refuse writes (noeviction), not grow until the kernel kills it:
 # an append-only file larger than the memory limit would then never load again.
 QUEUE_MAX_MEMORY = "384mb"
-_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _MI = 1024**2
-
-
-def redis_memory_bytes(value: str) -> Optional[int]:
-    """A Redis memory setting (`256mb`, `1gb`, `100000`) in bytes, or None when Redis would reject it."""
-    match = re.fullmatch(r"(\d+)\s*([kmg]?b?)", value.strip().lower())
-    return int(match.group(1)) * _REDIS_UNITS[match.group(2)] if match else None
 
 
 def redis_memory(max_memory: str) -> tuple[str, str]:
@@ -64,7 +57,7 @@ def redis_memory(max_memory: str) -> tuple[str, str]:
     The limit adds half again for buffers and fragmentation, so raising `cacheRedisMaxMemory`
     cannot turn eviction into OOM kills; the request is `maxmemory` itself.
     """
-    size = redis_memory_bytes(max_memory)
+    size = parse_redis_memory(max_memory)
     if size is None:
         raise ValueError(f"'{max_memory}' is not a Redis memory size (e.g. 256mb, 1gb)")
     return f"{math.ceil(size / _MI)}Mi", f"{max(256, math.ceil(size * 1.5 / _MI))}Mi"

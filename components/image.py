@@ -20,6 +20,7 @@ from typing import Optional
 import pulumi
 import pulumi_docker_build as docker_build
 
+from components.checks import repository_of
 from components.config import ImageSettings, Settings
 
 DIGEST_MARK = "@sha256:"
@@ -106,9 +107,7 @@ def require_digest(ref: Optional[str], source: str, repository: str = "") -> str
             f"{source} gave image reference {ref!r}, which is not pinned by digest (expected repository@sha256:...). "
             "Deploy only digests: run `pulumi up` on the building stack first, or set x402-bundler:imageRef."
         )
-    name, digest = ref.split("@", 1)
-    if ":" in name.rsplit("/", 1)[-1]:
-        name = name.rsplit(":", 1)[0]
+    name, digest = repository_of(ref), ref.split("@", 1)[1]
     if repository and name != repository:
         # The pull Secret and the GHCR visibility check are for imageRepository: an image from
         # elsewhere would deploy unchecked, or not pull at all.

@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 import pytest
 
-from components.checks import pinned_image
+from components.checks import parse_redis_memory, pinned_image
 from components.config import load_settings
-from components.data import DataServices, DataServicesArgs, image_version, redis_memory, redis_memory_bytes
+from components.data import DataServices, DataServicesArgs, image_version, redis_memory
 from components.labels import BUCKET_INIT, DATA_COMPONENTS, selector_labels
 from tests.pss import restricted_violations
 from tests.test_workloads import (
@@ -140,7 +140,7 @@ def test_queue_redis_never_evicts_keeps_an_append_only_file_and_needs_no_passwor
 
 def test_queue_redis_refuses_writes_before_the_kernel_kills_it(dev: Recording) -> None:
     c = data_container(dev, "redis-queue")
-    max_memory = redis_memory_bytes(flag(command_line(dev, "redis-queue"), "--maxmemory"))
+    max_memory = parse_redis_memory(flag(command_line(dev, "redis-queue"), "--maxmemory"))
     limit = c["resources"]["limits"]["memory"]
     assert max_memory and limit.endswith("Mi") and max_memory < int(limit[:-2]) * MI
 
@@ -160,7 +160,7 @@ def test_cache_redis_evicts_lru_within_its_configured_memory(dev: Recording) -> 
     [("256mb", 256 * MI), ("1gb", 1024 * MI), ("1g", 10**9), ("100k", 100_000), ("4096", 4096), ("2 MB", 2 * MI), ("lots", None), ("1tb", None)],
 )
 def test_redis_memory_sizes_parse_as_redis_reads_them(value: str, expected: Optional[int]) -> None:
-    assert redis_memory_bytes(value) == expected
+    assert parse_redis_memory(value) == expected
 
 
 def test_redis_memory_limit_has_headroom_and_a_floor() -> None:
