@@ -177,12 +177,10 @@ class ProgramMocks(pulumi.runtime.Mocks):
         inputs = dict(args.args)
         self.calls.append((args.token, inputs))
         result = self.call_results(args.token, inputs) if self.call_results else None
-        if result is None and args.token == GITHUB_REST:
+        if args.token == GITHUB_REST:
             # Offline default: the package does not exist yet (as before a first push).
-            result = {"code": 404, "body": "{}", "status": "404 Not Found"}
-        if args.token == GITHUB_REST and result is not None:
             result = {"endpoint": inputs.get("endpoint", ""), "id": inputs.get("endpoint", ""), "headers": "{}",
-                      "status": "", "body": "{}", **result}
+                      "status": "", "body": "{}", **(result or {"code": 404, "status": "404 Not Found"})}
         return (result or {}), []
 
 
