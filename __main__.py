@@ -11,6 +11,7 @@ from components.data import DataServices, DataServicesArgs
 from components.github import GithubDelivery, GithubDeliveryArgs
 from components.image import BundlerImage, BundlerImageArgs
 from components.ingress import ApiExposure, ApiExposureArgs
+from components.labels import MIGRATION
 from components.migration import MigrationJob, MigrationJobArgs
 from components.namespace import BundlerNamespace, BundlerNamespaceArgs
 from components.network import NetworkPolicies, NetworkPoliciesArgs
@@ -32,19 +33,22 @@ app_config = AppConfiguration(
     "app", AppConfigurationArgs(settings=settings, namespace=namespace.name, endpoints=data.endpoints)
 )
 probes = ProbeScript("probes", ProbeScriptArgs(settings=settings, namespace=namespace.name))
-pod = app_config.pod_environment(probes)
 # Workloads take the image through the package check: a package declared public but found
 # private stops the rollout here, not in ImagePullBackOff.
 
 migration = MigrationJob(
     "migration",
-    MigrationJobArgs(settings=settings, namespace=namespace.name, image=package.image_ref, pod=pod, wait_for=[data]),
+    MigrationJobArgs(
+        settings=settings, namespace=namespace.name, image=package.image_ref,
+        pod=app_config.pod_environment(probes, MIGRATION), wait_for=[data],
+    ),
 )
 processes = {
     spec.component: BundlerProcess(
         spec.component,
         BundlerProcessArgs(
-            settings=settings, namespace=namespace.name, image=package.image_ref, pod=pod, spec=spec, wait_for=[migration]
+            settings=settings, namespace=namespace.name, image=package.image_ref,
+            pod=app_config.pod_environment(probes, spec.component), spec=spec, wait_for=[migration],
         ),
     )
     for spec in process_specs(settings)

@@ -12,6 +12,7 @@ import binascii
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Optional
@@ -23,8 +24,6 @@ P = "x402-bundler"
 
 # PostgreSQL keeps superuser_reserved_connections (3 by default) out of max_connections.
 RESERVED_CONNECTIONS = 3
-# maxSurge 1 on each of the three Deployments: the extra pods of a rolling update.
-ROLLOUT_SURGE_PODS = 3
 SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64")
 
 _JWK_MEMBERS = ("n", "e", "d", "p", "q", "dp", "dq", "qi")
@@ -41,6 +40,8 @@ _EXACT_VERSION_TAG = re.compile(r":(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d{2}-\d{2}
 _GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
 _REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# URL delimiters that end or split the password part of `postgres://user:password@host`.
+_URL_UNSAFE = ("#", "/", ":", "?", "@", "%")
 
 
 @dataclass(frozen=True)
@@ -159,29 +160,122 @@ def request_within_limit(prefix: str, request: str, limit: str, kind: str) -> li
     return []
 
 
-def connection_budget(replicas: dict[str, int], pool_max: int, max_connections: int, in_cluster: bool) -> list[Problem]:
-    """Peak PostgreSQL connections must fit, rolling-update surge pods included.
+# What each process really opens (read in the bundler's source, see UPSTREAM.md): the API and
+# the workers keep a writer AND a reader knex pool (src/arch/db/knexConfig.ts), each up to
+# DB_POOL_MAX; the admin's statistics (admin/statsCollector.js) keep one pool of at most 5; the
+# migration Job's knexfile is the writer config, so one pool of DB_POOL_MAX.
+POOLS_PER_APP_PROCESS = 2
+ADMIN_POOL_MAX = 5
+# The deep readiness check opens one short-lived PostgreSQL connection per pod and run.
+DEEP_CHECK_CONNECTIONS = 1
+# maxSurge 1 on each Deployment: one extra pod of each during a rolling update.
+SURGE_PODS_PER_DEPLOYMENT = 1
+DEPLOYMENTS = ("api", "workers", "admin")
 
-    The migration Job finishes before any Deployment rolls, so the peak is the steady pods
-    plus the larger of the Job and the surge pods.
+
+def _per_process(kind: str, pool_max: int) -> int:
+    if kind == "admin":
+        return ADMIN_POOL_MAX
+    if kind == "migration":
+        return pool_max
+    return POOLS_PER_APP_PROCESS * pool_max
+
+
+def connection_peak(replicas: Mapping[str, int], pool_max: int) -> dict[str, dict[str, int]]:
+    """The itemised peak of PostgreSQL connections: kind -> {"pods", "per_process", "total"}.
+
+    Kinds are the steady Deployments (`api`, `workers`, `admin`), then whichever is larger of
+    the migration Job (`migration`) and the rolling-update surge pods (`api-surge`, ...): the
+    Job finishes before any Deployment rolls, so the two never overlap. `deep-check` is the
+    readiness probe's transient connection, one per bundler pod that exists at the peak.
+    Each bundler pod runs one such process. Public, so the runtime test can set it beside
+    what PostgreSQL reports in pg_stat_activity.
     """
-    steady = {k: v for k, v in replicas.items() if k != "migration"}
-    extra = max(replicas.get("migration", 1), ROLLOUT_SURGE_PODS)
-    pods = sum(steady.values()) + extra
+    steady = {k: {"pods": replicas.get(k, 1), "per_process": _per_process(k, pool_max)} for k in DEPLOYMENTS}
+    surge = {f"{k}-surge": {"pods": SURGE_PODS_PER_DEPLOYMENT, "per_process": _per_process(k, pool_max)} for k in DEPLOYMENTS}
+    migration = {"migration": {"pods": replicas.get("migration", 1), "per_process": _per_process("migration", pool_max)}}
+
+    def total(items: Mapping[str, Mapping[str, int]]) -> int:
+        return sum(v["pods"] * v["per_process"] for v in items.values())
+
+    # A surge pod also runs the deep check; the Job runs none.
+    surge_cost = total(surge) + DEEP_CHECK_CONNECTIONS * sum(v["pods"] for v in surge.values())
+    extra = surge if surge_cost >= total(migration) else migration
+    probed = sum(v["pods"] for k, v in {**steady, **extra}.items() if k != "migration")
+    peak = {**steady, **extra, "deep-check": {"pods": probed, "per_process": DEEP_CHECK_CONNECTIONS}}
+    return {k: {**v, "total": v["pods"] * v["per_process"]} for k, v in peak.items()}
+
+
+def peak_connections(replicas: Mapping[str, int], pool_max: int) -> int:
+    return sum(v["total"] for v in connection_peak(replicas, pool_max).values())
+
+
+def connection_budget(replicas: Mapping[str, int], pool_max: int, max_connections: int, in_cluster: bool) -> list[Problem]:
+    """Peak PostgreSQL connections (see `connection_peak`) must fit in max_connections less the
+    superuser-reserved ones."""
     usable = max_connections - RESERVED_CONNECTIONS
-    if pods * pool_max <= usable:
+    peak = peak_connections(replicas, pool_max)
+    if peak <= usable:
         return []
-    parts = " + ".join(f"{k} {v}" for k, v in steady.items())
+    items = connection_peak(replicas, pool_max)
+    parts = " + ".join(f"{k} {v['pods']} x {v['per_process']}" for k, v in items.items())
     where = "the in-cluster PostgreSQL's max_connections" if in_cluster else "the database's max_connections"
+    fitting = next((p for p in range(pool_max - 1, 0, -1) if peak_connections(replicas, p) <= usable), None)
+    needed = str(peak + RESERVED_CONNECTIONS)
+    if fitting is None:
+        fix = _set("dbMaxConnections", needed)
+    else:
+        fix = f"{_set('dbPoolMax', str(fitting))}  (or raise {P}:dbMaxConnections to {needed})"
     return [
         Problem(
             "dbPoolMax",
-            f"connection budget exceeded: ({parts} + {extra} surge/migration pods) = {pods} pods x dbPoolMax {pool_max}"
-            f" = {pods * pool_max} connections, but {where} is {max_connections}"
-            f" ({usable} usable after {RESERVED_CONNECTIONS} superuser-reserved).",
-            f"{_set('dbPoolMax', str(max(1, usable // pods)))}  (or raise {P}:dbMaxConnections to {pods * pool_max + RESERVED_CONNECTIONS})",
+            f"connection budget exceeded: at peak {parts} (pods x connections; api and workers keep a writer and a"
+            f" reader pool of dbPoolMax {pool_max} each, admin a pool of {ADMIN_POOL_MAX}) = {peak} connections,"
+            f" but {where} is {max_connections} ({usable} usable after {RESERVED_CONNECTIONS} superuser-reserved).",
+            fix,
         )
     ]
+
+
+def db_password(key: str, text: Optional[str]) -> list[Problem]:
+    """The bundler builds `postgres://user:password@host` without escaping the password
+    (src/arch/db/knexConfig.ts), so URL delimiters in it break every connection of the app and
+    the migration, while the deep check (which passes an object config) still passes."""
+    if text is None:
+        return []
+    found = [f"'{c}'" for c in _URL_UNSAFE if c in text]
+    if any(c.isspace() for c in text):
+        found.append("whitespace")
+    if not found:
+        return []
+    return [
+        Problem(
+            key,
+            f"contains {', '.join(found)}, which the bundler puts unescaped into its postgres:// connection URL;"
+            " the app and the migration could not connect. A password of only letters and digits"
+            " (as generated with special characters off) avoids this.",
+            _set(key, "<password without those characters>", secret=True),
+        )
+    ]
+
+
+def http_url(key: str, url: Optional[str], purpose: str) -> list[Problem]:
+    if url is None or re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?", url):
+        return []
+    return [Problem(key, f"'{url}' is not an http(s) URL ({purpose}).", _set(key, "https://<host>"))]
+
+
+def optical_bridge(url: Optional[str], has_admin_key: bool) -> list[Problem]:
+    problems = http_url("opticalBridgeUrl", url, "the AR.IO optical bridge that uploads are forwarded to")
+    if url is not None and not has_admin_key:
+        problems.append(
+            Problem(
+                "arIoAdminKey",
+                "is required when opticalBridgeUrl is set (the bridge's admin key, sent as AR_IO_ADMIN_KEY).",
+                _set("arIoAdminKey", "<admin key>", secret=True),
+            )
+        )
+    return problems
 
 
 def cidr(key: str, value: str) -> list[Problem]:

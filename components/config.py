@@ -212,6 +212,10 @@ class Settings:
     admin_password: Optional[pulumi.Output[str]]
     arweave_gateway: str
     log_level: str
+    free_upload_limit: int
+    optical_bridge_url: Optional[str]
+    ar_io_admin_key: Optional[pulumi.Output[str]]
+    upload_data_size_limit: str
     api: ProcessSettings
     workers: ProcessSettings
     admin: ProcessSettings
@@ -370,6 +374,18 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
 
     public_url = r.text("publicUrl", "" if is_prod else "http://localhost:3001")
     r.problems.extend(checks.public_url("publicUrl", public_url, require_https=is_prod))
+    # Uploads up to this size are accepted unpaid and bundled at the operator's expense; the
+    # app's own default (505 KiB) is never relied on.
+    free_upload_limit = r.integer("freeUploadLimit", 0, minimum=0)
+    optical_bridge_url = r.text("opticalBridgeUrl", None)
+    # Used only with a bridge URL: with AR_IO_ADMIN_KEY set, the workers also send it to
+    # arweaveGateway's admin queue, so a key left over from a bridge must not reach them.
+    ar_io_admin_key_text = r.secret_text("arIoAdminKey")
+    if not optical_bridge_url:
+        ar_io_admin_key_text = None
+    r.problems.extend(checks.optical_bridge(optical_bridge_url, ar_io_admin_key_text is not None))
+    upload_data_size_limit = r.text("uploadDataSizeLimit", "20Gi")
+    r.problems.extend(checks.quantity("uploadDataSizeLimit", upload_data_size_limit))
 
     api_port = r.integer("apiPort", 3001, minimum=1, maximum=65535)
     admin_port = r.integer("adminPort", 3002, minimum=1, maximum=65535)
@@ -486,6 +502,10 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
         admin_password=_secret(admin_password_text),
         arweave_gateway=r.text("arweaveGateway", "https://arweave.net"),
         log_level=r.choice("logLevel", ("info", "debug", "warn", "error"), "info"),
+        free_upload_limit=free_upload_limit,
+        optical_bridge_url=optical_bridge_url,
+        ar_io_admin_key=_secret(ar_io_admin_key_text),
+        upload_data_size_limit=upload_data_size_limit,
         api=api,
         workers=workers,
         admin=admin,
@@ -568,6 +588,7 @@ def _data(r: _Reader, environment: Environment) -> DataSettings:
         r.problems.extend(checks.redis_memory("cacheRedisMaxMemory", in_cluster.cache_max_memory))
 
     db_password = r.secret_text("dbPassword")
+    r.problems.extend(checks.db_password("dbPassword", db_password))
     cache_password = r.secret_text("cacheRedisPassword")
     queue_password = r.secret_text("queueRedisPassword")
     s3_key_id = r.secret_text("s3AccessKeyId")
@@ -580,7 +601,8 @@ def _data(r: _Reader, environment: Environment) -> DataSettings:
         password=_secret(db_password),
         max_connections=r.integer("dbMaxConnections", 100, minimum=5, maximum=100_000),
         pool_min=r.integer("dbPoolMin", 2, minimum=0, maximum=1000),
-        pool_max=r.integer("dbPoolMax", 15, minimum=1, maximum=1000),
+        # 10 keeps the default stack (one pod each, max_connections 100) within the budget.
+        pool_max=r.integer("dbPoolMax", 10, minimum=1, maximum=1000),
     )
     if postgres.pool_min > postgres.pool_max:
         r.fail("dbPoolMin", f"({postgres.pool_min}) is larger than dbPoolMax ({postgres.pool_max}).", f"pulumi config set {PROJECT}:dbPoolMin {postgres.pool_max}")

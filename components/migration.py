@@ -40,7 +40,8 @@ class MigrationJobArgs:
     image: pulumi.Input[str]
     """Bundler image by digest; the same image the Deployments run."""
     pod: PodEnvironment
-    """The API's environment, mounts and pull secrets."""
+    """What the migration reads: the settings, DB_PASSWORD and the wallet file (the app's
+    constants read it at import), plus pull secrets."""
     wait_for: Sequence[pulumi.Resource] = ()
     """What must be ready before migrating (the data services). Set on the Job itself:
     a component's `depends_on` is not inherited by its children."""
@@ -87,7 +88,8 @@ class MigrationJob(pulumi.ComponentResource):
                     k8s.core.v1.ContainerArgs(
                         name="migrate",
                         image=args.image,
-                        command=["yarn", "db:migrate"],
+                        # args, not command: the image's dumb-init entrypoint stays PID 1.
+                        args=["yarn", "db:migrate"],
                         # yarn writes its cache and rc files under HOME: keep them on /tmp,
                         # the root filesystem is read-only.
                         env=[

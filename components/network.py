@@ -59,7 +59,8 @@ ANYWHERE = "0.0.0.0/0"
 DATA_CLIENTS: dict[str, tuple[str, ...]] = {
     API: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
     WORKERS: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
-    ADMIN: (POSTGRES, REDIS_CACHE, REDIS_QUEUE),
+    # The admin's statistics cache is pointed at the queue Redis (components/secrets.py).
+    ADMIN: (POSTGRES, REDIS_QUEUE),
     MIGRATION: (POSTGRES,),
     BUCKET_INIT: (MINIO,),
 }

@@ -3,8 +3,11 @@
 Answers seed risk 2 (wallet files must exist before the container starts: here they are a
 Secret mounted read-only as files, never env vars) and risk 9 (private image pulls: a
 `dockerconfigjson` pull Secret on every pod when the package is private). It also fixes the
-upstream trap that the code reads `TURBO_JWK_FILE` while the docs say `ARWEAVE_WALLET_FILE`:
-both point to the mounted file.
+upstream trap that the docs say `ARWEAVE_WALLET_FILE` while the code reads `TURBO_JWK_FILE`,
+which points to the mounted file.
+
+`AppConfiguration.pod_environment` is the one place that decides what each bundler container
+receives: the shared settings, plus only the credentials, files and overrides its process reads.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pulumi_random as random
 
 from components.config import Settings
 from components.endpoints import DataEndpoints
-from components.labels import content_named, labels
+from components.labels import ADMIN, API, MIGRATION, WORKERS, content_named, labels
 
 if TYPE_CHECKING:
     from components.probes import ProbeScript
@@ -28,7 +31,11 @@ if TYPE_CHECKING:
 WALLET_DIR = "/var/run/secrets/x402-bundler"
 WALLET_FILE = f"{WALLET_DIR}/wallet.json"
 RAW_DATA_WALLET_FILE = f"{WALLET_DIR}/raw-data-wallet.json"
-TEMP_DIR = "/app/temp"
+# The API and the workers create FS_DATA_PATH at import and keep a file-system backup of uploads
+# there; unset, it is /app/upload-service-data on the read-only root, and the workers crash-loop.
+# Outside /app so the volume never shadows anything the image ships.
+UPLOAD_DATA_DIR = "/var/lib/x402-bundler"
+FS_DATA_PATH = f"{UPLOAD_DATA_DIR}/upload-service-data"
 # Read-only for the owner; with fsGroup 1001 the kubelet adds group read, so uid 1001 reads it.
 WALLET_FILE_MODE = 0o400
 
@@ -41,12 +48,24 @@ SECRET_ENV = {
     "ELASTICACHE_PASSWORD": "cache-redis-password",
     "CDP_API_KEY_ID": "cdp-api-key-id",
     "CDP_API_KEY_SECRET": "cdp-api-key-secret",
+    "AR_IO_ADMIN_KEY": "ar-io-admin-key",
+}
+_APP_SECRETS = tuple(v for v in SECRET_ENV if v != "AR_IO_ADMIN_KEY")
+# Which credentials each process reads (a credential it does not read is not given to it).
+SECRETS_READ_BY: dict[str, tuple[str, ...]] = {
+    API: _APP_SECRETS,
+    # The optical-post and post-bundle jobs, the only readers of AR_IO_ADMIN_KEY, run here.
+    WORKERS: (*_APP_SECRETS, "AR_IO_ADMIN_KEY"),
+    # admin/statsCollector.js cannot send a cache password: the admin uses the queue Redis.
+    ADMIN: tuple(v for v in _APP_SECRETS if v != "ELASTICACHE_PASSWORD"),
+    # knex with the writer config, and the app's constants: only the database password.
+    MIGRATION: ("DB_PASSWORD",),
 }
 
 
 @dataclass(frozen=True)
 class PodEnvironment:
-    """What every bundler container shares: env, mounts, volumes and pull secrets."""
+    """What one bundler container receives: env, mounts, volumes and pull secrets."""
 
     env: list[k8s.core.v1.EnvVarArgs]
     env_from: list[k8s.core.v1.EnvFromSourceArgs]
@@ -99,10 +118,21 @@ def app_settings(s: Settings, e: DataEndpoints) -> dict[str, pulumi.Input[str]]:
         "UPLOAD_SERVICE_PUBLIC_URL": s.public_url,
         "ARWEAVE_GATEWAY": s.arweave_gateway,
         "PUBLIC_ACCESS_GATEWAY": s.arweave_gateway,
+        # Where the seed job posts bundles (`POST /tx`, `/chunk`); unset, the app posts to
+        # arweave.net whatever arweaveGateway says.
+        "ARWEAVE_UPLOAD_NODE": s.arweave_gateway,
         "ADMIN_USERNAME": s.admin_username,
         "BULL_BOARD_PORT": str(s.admin_port),
-        "TEMP_DIR": TEMP_DIR,
+        "FS_DATA_PATH": FS_DATA_PATH,
+        # Shown by /v1/info as the payment address.
+        "ETHEREUM_ADDRESS": s.payment_address,
+        "FREE_UPLOAD_LIMIT": str(s.free_upload_limit),
+        # The app's default is on; without a bridge URL every upload would queue an
+        # optical-post job that fails three times.
+        "OPTICAL_BRIDGING_ENABLED": str(s.optical_bridge_url is not None).lower(),
     }
+    if s.optical_bridge_url is not None:
+        data["OPTICAL_BRIDGE_URL"] = s.optical_bridge_url
     if e.s3_endpoint is not None:
         data["AWS_ENDPOINT"] = e.s3_endpoint
         data["S3_ENDPOINT"] = e.s3_endpoint
@@ -129,6 +159,7 @@ class AppConfiguration(pulumi.ComponentResource):
         s, e = args.settings, args.endpoints
         child = pulumi.ResourceOptions(parent=self)
         self._settings = s
+        self._endpoints = e
 
         if s.admin_password is not None:
             self.admin_password = s.admin_password
@@ -158,6 +189,7 @@ class AppConfiguration(pulumi.ComponentResource):
             ("cache-redis-password", e.cache_password),
             ("cdp-api-key-id", s.cdp_api_key_id),
             ("cdp-api-key-secret", s.cdp_api_key_secret),
+            ("ar-io-admin-key", s.ar_io_admin_key),
         ):
             if value is not None:
                 credentials[key] = value
@@ -210,35 +242,40 @@ class AppConfiguration(pulumi.ComponentResource):
             }
         )
 
-    def pod_environment(self, probes: ProbeScript) -> PodEnvironment:
-        """The env, volumes and mounts of a bundler container (the probe script included)."""
-        s = self._settings
-        env = [
-            k8s.core.v1.EnvVarArgs(name="TURBO_JWK_FILE", value=WALLET_FILE),
-            k8s.core.v1.EnvVarArgs(name="ARWEAVE_WALLET_FILE", value=WALLET_FILE),
-        ]
-        if s.raw_data_wallet is not None:
+    def pod_environment(self, probes: ProbeScript, component: str) -> PodEnvironment:
+        """The env, volumes and mounts of one bundler container: `api`, `workers`, `admin` or
+        `migration`. The ConfigMap is shared; the rest is what that process reads."""
+        s, e = self._settings, self._endpoints
+        runs_app = component != MIGRATION
+        env = [k8s.core.v1.EnvVarArgs(name="TURBO_JWK_FILE", value=WALLET_FILE)]
+        if runs_app:
+            # Read by no code of the app, only by upstream's scripts; kept for operators who
+            # follow upstream's docs, which name it.
+            env.append(k8s.core.v1.EnvVarArgs(name="ARWEAVE_WALLET_FILE", value=WALLET_FILE))
+            if s.raw_data_wallet is not None:
+                env += [
+                    k8s.core.v1.EnvVarArgs(name="RAW_DATA_ITEM_JWK_FILE", value=RAW_DATA_WALLET_FILE),
+                    k8s.core.v1.EnvVarArgs(name="RAW_DATA_UPLOADS_ENABLED", value="true"),
+                ]
+        if component == ADMIN:
+            # admin/statsCollector.js caches its statistics in the Redis at ELASTICACHE_HOST/PORT
+            # but sends no password and no TLS, which the cache Redis requires. The queue Redis
+            # takes neither; one key with a 30 s TTL is all it stores there. Container env wins
+            # over the ConfigMap's envFrom, and the admin's redis-cache probe follows it.
             env += [
-                k8s.core.v1.EnvVarArgs(name="RAW_DATA_ITEM_JWK_FILE", value=RAW_DATA_WALLET_FILE),
-                k8s.core.v1.EnvVarArgs(name="RAW_DATA_UPLOADS_ENABLED", value="true"),
+                k8s.core.v1.EnvVarArgs(name="ELASTICACHE_HOST", value=e.queue_host),
+                k8s.core.v1.EnvVarArgs(name="ELASTICACHE_PORT", value=str(e.queue_port)),
+                k8s.core.v1.EnvVarArgs(name="ELASTICACHE_USE_TLS", value="false"),
             ]
-        env.append(
-            k8s.core.v1.EnvVarArgs(
-                name="POD_IP",
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="status.podIP")
-                ),
-            )
-        )
         env += [
             k8s.core.v1.EnvVarArgs(
                 name=var,
                 value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=self.credentials_secret_name, key=key)
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=self.credentials_secret_name, key=SECRET_ENV[var])
                 ),
             )
-            for var, key in SECRET_ENV.items()
-            if key in self._credential_keys
+            for var in SECRETS_READ_BY[component]
+            if SECRET_ENV[var] in self._credential_keys
         ]
         volumes = [
             k8s.core.v1.VolumeArgs(
@@ -248,18 +285,26 @@ class AppConfiguration(pulumi.ComponentResource):
                 ),
             ),
             k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")),
-            # Scratch space for uploads in flight: the root filesystem is read-only.
-            k8s.core.v1.VolumeArgs(name="temp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="20Gi")),
-            probes.volume,
         ]
         mounts = [
             k8s.core.v1.VolumeMountArgs(name="wallets", mount_path=WALLET_DIR, read_only=True),
             k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
-            k8s.core.v1.VolumeMountArgs(name="temp", mount_path=TEMP_DIR),
-            probes.volume_mount,
         ]
+        names = [self.config_map_name, self.credentials_secret_name, self.wallet_secret_name]
+        if runs_app:
+            volumes += [
+                k8s.core.v1.VolumeArgs(
+                    name="upload-data",
+                    empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=s.upload_data_size_limit),
+                ),
+                probes.volume,
+            ]
+            mounts += [
+                k8s.core.v1.VolumeMountArgs(name="upload-data", mount_path=UPLOAD_DATA_DIR),
+                probes.volume_mount,
+            ]
+            names.append(probes.config_map_name)
         pull = [] if self.pull_secret_name is None else [k8s.core.v1.LocalObjectReferenceArgs(name=self.pull_secret_name)]
-        names = [self.config_map_name, self.credentials_secret_name, self.wallet_secret_name, probes.config_map_name]
         return PodEnvironment(
             env=env,
             env_from=[

@@ -4,6 +4,9 @@ Answers the rollout half of seed risk 10 and upstream's traps: the API runs
 `node lib/index.js` (`lib/server.js` never listens) with `PORT` set explicitly (the code's
 default is 3000), rollouts never drop below the desired ready count, and an API pod is given
 time to finish uploads in flight before it is stopped.
+
+Each process is given as `args`, never `command`: `command` would replace the image's
+`dumb-init --` entrypoint and leave node as PID 1, which ignores SIGTERM without a handler.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from components.labels import (
 from components.probes import (
     ADMIN_READINESS,
     API_READINESS,
+    DRAIN_NODE_OPTIONS,
     WORKER_LIVENESS,
     WORKER_READINESS,
     deep_probe,
@@ -44,7 +48,8 @@ class ProcessSpec:
     """What differs between the three processes; everything else is shared."""
 
     component: str
-    command: tuple[str, ...]
+    args: tuple[str, ...]
+    """The image's CMD replaced; its ENTRYPOINT (dumb-init) is kept."""
     resources: ProcessSettings
     port: Optional[int]
     startup_probe: k8s.core.v1.ProbeArgs
@@ -77,9 +82,10 @@ def _tcp(port: int, s: Settings, failure_threshold: int) -> k8s.core.v1.ProbeArg
 
 def _worker_process_alive(s: Settings) -> k8s.core.v1.ProbeArgs:
     # The workers listen on nothing; the shallowest meaningful start-up signal is that the
-    # worker entrypoint is running (busybox pgrep is in the image).
+    # worker entrypoint is running (busybox pgrep is in the image). Anchored, so dumb-init
+    # (PID 1, whose command line ends with the same words) does not count as the worker.
     return k8s.core.v1.ProbeArgs(
-        exec_=k8s.core.v1.ExecActionArgs(command=["pgrep", "-f", "lib/jobs/allWorkers.js"]),
+        exec_=k8s.core.v1.ExecActionArgs(command=["pgrep", "-f", "^node lib/jobs/allWorkers.js"]),
         period_seconds=5,
         timeout_seconds=s.probes.timeout_seconds,
         failure_threshold=12,
@@ -96,10 +102,11 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
     return [
         ProcessSpec(
             component=API,
-            command=("node", "lib/index.js"),
+            args=("node", "lib/index.js"),
             resources=s.api,
             port=s.api_port,
-            env=(("PORT", str(s.api_port)),),
+            # The API alone needs the drain preload: workers and admin handle SIGTERM.
+            env=(("PORT", str(s.api_port)), ("NODE_OPTIONS", DRAIN_NODE_OPTIONS)),
             startup_probe=_http("/health", s.api_port, s, STARTUP_FAILURES),
             liveness_probe=_http("/health", s.api_port, s, s.probes.failure_threshold),
             readiness_probe=deep_probe(API_READINESS, s.probes),
@@ -110,7 +117,7 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
         ),
         ProcessSpec(
             component=WORKERS,
-            command=("node", "lib/jobs/allWorkers.js"),
+            args=("node", "lib/jobs/allWorkers.js"),
             resources=s.workers,
             port=None,
             startup_probe=_worker_process_alive(s),
@@ -122,7 +129,7 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
         ),
         ProcessSpec(
             component=ADMIN,
-            command=("node", "admin-server.js"),
+            args=("node", "admin-server.js"),
             resources=s.admin,
             port=s.admin_port,
             startup_probe=_tcp(s.admin_port, s, STARTUP_FAILURES),
@@ -179,7 +186,7 @@ class BundlerProcess(pulumi.ComponentResource):
         container = k8s.core.v1.ContainerArgs(
             name=spec.component,
             image=args.image,
-            command=list(spec.command),
+            args=list(spec.args),
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=spec.port)] if spec.port else None,
             env=[*pod.env, *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in spec.env)],
             env_from=pod.env_from,
@@ -193,7 +200,8 @@ class BundlerProcess(pulumi.ComponentResource):
             liveness_probe=spec.liveness_probe,
             readiness_probe=spec.readiness_probe,
             # The endpoints controller needs a moment to stop routing to a terminating pod;
-            # sleeping first means no new upload lands on a pod that is shutting down.
+            # sleeping first means no new upload lands on a pod that is shutting down. SIGTERM
+            # then starts the drain (graceful-shutdown.js), which exits once requests finish.
             lifecycle=k8s.core.v1.LifecycleArgs(
                 pre_stop=k8s.core.v1.LifecycleHandlerArgs(
                     exec_=k8s.core.v1.ExecActionArgs(command=["sleep", str(spec.pre_stop_seconds)])

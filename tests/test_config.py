@@ -79,6 +79,11 @@ BAD_INPUTS = [
     pytest.param({"apiPort": 70000}, {}, "apiPort", "outside the allowed range", id="port-out-of-range"),
     pytest.param({"adminPort": 3001}, {}, "adminPort", "same port as apiPort", id="port-clash"),
     pytest.param({"dbPoolMax": 50}, {}, "dbPoolMax", "connection budget exceeded", id="connection-budget"),
+    pytest.param({}, {"dbPassword": "pa@ss-word-0123456789"}, "dbPassword", "unescaped into its postgres:// connection URL", id="db-password-url-delimiter"),
+    pytest.param({"freeUploadLimit": -1}, {}, "freeUploadLimit", "outside the allowed range", id="negative-free-upload-limit"),
+    pytest.param({"opticalBridgeUrl": "bridge.example.com"}, {"arIoAdminKey": "k"}, "opticalBridgeUrl", "not an http(s) URL", id="optical-bridge-not-a-url"),
+    pytest.param({"opticalBridgeUrl": "https://bridge.example.com"}, {}, "arIoAdminKey", "required when opticalBridgeUrl is set", id="optical-bridge-without-admin-key"),
+    pytest.param({"uploadDataSizeLimit": "20GB"}, {}, "uploadDataSizeLimit", "not a Kubernetes resource quantity", id="bad-upload-data-size"),
     pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:latest"}, {}, "imageRef", "not pinned", id="promote-latest-tag"),
     pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:1.0.0"}, {}, "imageRef", "not pinned", id="promote-version-tag"),
     pytest.param({"postgresImage": "postgres"}, {}, "postgresImage", "not pinned", id="bare-data-image"),
@@ -133,13 +138,77 @@ def test_several_problems_are_all_reported_at_once() -> None:
     assert f"has {len(error.problems)} problem(s)" in str(error)
 
 
-def test_connection_budget_error_gives_the_numbers() -> None:
+def test_connection_budget_error_itemises_the_peak_and_gives_the_fix() -> None:
     error = config_error("prod", overrides={"dbPoolMax": 40, "dbMaxConnections": 100})
     (problem,) = [p for p in error.problems if p.key == "dbPoolMax"]
-    # prod: api 3 + workers 2 + admin 1 + 3 surge pods = 9 pods; 9 x 40 = 360 > 97 usable.
-    assert "= 9 pods x dbPoolMax 40 = 360 connections" in problem.message
-    assert "max_connections is 100" in problem.message
-    assert "dbPoolMax 10" in problem.fix
+    # prod: api 3 and workers 2 at 2 pools x 40; admin 5; one surge pod of each; 9 deep checks.
+    for item in ("api 3 x 80", "workers 2 x 80", "admin 1 x 5", "api-surge 1 x 80", "workers-surge 1 x 80",
+                 "admin-surge 1 x 5", "deep-check 9 x 1"):
+        assert item in problem.message, item
+    assert "= 579 connections" in problem.message
+    assert "max_connections is 100 (97 usable after 3 superuser-reserved)" in problem.message
+    # 14 x 5 + 19 = 89 fits in 97; 14 x 6 + 19 = 103 does not.
+    assert problem.fix == "pulumi config set x402-bundler:dbPoolMax 5  (or raise x402-bundler:dbMaxConnections to 582)"
+
+
+def test_connection_peak_counts_two_pools_per_app_process_the_admin_pool_surge_pods_and_probes() -> None:
+    from components.checks import connection_peak, peak_connections
+
+    peak = connection_peak({"api": 3, "workers": 2, "admin": 1, "migration": 1}, pool_max=12)
+    assert peak == {
+        "api": {"pods": 3, "per_process": 24, "total": 72},
+        "workers": {"pods": 2, "per_process": 24, "total": 48},
+        "admin": {"pods": 1, "per_process": 5, "total": 5},
+        "api-surge": {"pods": 1, "per_process": 24, "total": 24},
+        "workers-surge": {"pods": 1, "per_process": 24, "total": 24},
+        "admin-surge": {"pods": 1, "per_process": 5, "total": 5},
+        "deep-check": {"pods": 9, "per_process": 1, "total": 9},
+    }
+    assert peak_connections({"api": 3, "workers": 2, "admin": 1, "migration": 1}, 12) == 187
+    # The migration Job (one writer pool) runs before any Deployment rolls: it is at the peak
+    # only when it is larger than the surge, e.g. with many migration pods.
+    assert "migration" in connection_peak({"api": 1, "workers": 1, "admin": 1, "migration": 10}, 10)
+
+
+@pytest.mark.parametrize(("max_connections", "fits"), [(99, True), (98, False)])
+def test_the_dev_stack_budget_is_exact_to_the_connection(max_connections: int, fits: bool) -> None:
+    # dev: 4 pods x 2 pools x 10 + 2 admin pods x 5 + 6 deep checks = 96 = 99 - 3 reserved.
+    overrides = {"dbMaxConnections": max_connections}
+    if fits:
+        assert settings_for("dev", overrides).data.postgres.pool_max == 10
+    else:
+        assert any(p.key == "dbPoolMax" and "= 96 connections" in p.message for p in config_error("dev", overrides).problems)
+
+
+def test_the_default_pool_size_fits_the_default_database() -> None:
+    s = settings_for("dev", overrides={"dbPoolMax": None, "dbMaxConnections": None})
+    assert (s.data.postgres.pool_max, s.data.postgres.max_connections) == (10, 100)
+
+
+URL_DELIMITERS = ["#", "/", ":", "?", "@", "%"]
+
+
+@pytest.mark.parametrize("character", [*URL_DELIMITERS, " ", "\t"], ids=[*URL_DELIMITERS, "space", "tab"])
+def test_a_database_password_that_breaks_the_apps_connection_url_is_refused(character: str) -> None:
+    password = f"Secret{character}Value0123456789"
+    error = config_error("prod", secrets={"dbPassword": password})
+    (problem,) = [p for p in error.problems if p.key == "dbPassword"]
+    named = "whitespace" if character.isspace() else f"'{character}'"
+    assert problem.message.startswith(f"contains {named},")
+    assert "only letters and digits" in problem.message
+    assert problem.fix == "pulumi config set --secret x402-bundler:dbPassword <password without those characters>"
+    assert "Value0123456789" not in str(error), "no part of the password is echoed"
+
+
+def test_a_letters_and_digits_database_password_is_accepted() -> None:
+    assert settings_for("prod", secrets={"dbPassword": "Abc123def456GHI789jkl012"}).data.postgres.password is not None
+
+
+def test_the_admin_key_is_used_only_with_an_optical_bridge() -> None:
+    assert settings_for("dev", secrets={"arIoAdminKey": "key-0123"}).ar_io_admin_key is None
+    bridged = settings_for("dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"}, secrets={"arIoAdminKey": "key-0123"})
+    assert bridged.optical_bridge_url == "https://bridge.example.com"
+    assert bridged.ar_io_admin_key is not None
 
 
 def test_secret_values_never_appear_in_errors() -> None:

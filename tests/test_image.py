@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError
+from components.image import VERIFIED_UPSTREAM_COMMIT
 from tests.test_workloads import DEPLOYMENT, JOB, PROMOTED, container, render
 from tools.harness import Recording, Registered, run_program
 
 IMAGE, INDEX, STACK_REF = "docker-build:index:Image", "docker-build:index:Index", "pulumi:pulumi:StackReference"
 REPO = "ghcr.io/example-org/ar-io-x402-bundler"
 SOURCE = "https://github.com/example-org/ar-io-x402-bundler"
-COMMIT = "fa651d707a4012f8e4a045a3eba5a59a47aa89c1"
+COMMIT = VERIFIED_UPSTREAM_COMMIT
 BOTH = {"imagePlatforms": ["linux/amd64", "linux/arm64"]}
 AMD64 = {"imagePlatforms": ["linux/amd64"]}
 BY_DIGEST = re.compile(rf"^{re.escape(REPO)}@sha256:[0-9a-f]{{64}}$")
@@ -64,9 +65,14 @@ def test_each_platform_image_is_pushed_once_with_the_push_token_and_kept_on_dele
         assert registry["password"] == "[secret]"
 
 
-def test_build_context_is_the_upstream_repository_at_the_pinned_commit(multi_arch: Recording) -> None:
+def test_build_context_is_the_upstream_repository_at_the_verified_commit(multi_arch: Recording) -> None:
+    # Older commits do not start (no admin-server.js before 418d89d; .d.ts files loaded as
+    # migrations before 46a6312); the runtime test builds VERIFIED_UPSTREAM_COMMIT.
     for image in multi_arch.of_type(IMAGE):
-        assert image.inputs["context"]["location"] == f"https://github.com/vilenarios/ar-io-x402-bundler.git#{COMMIT}"
+        assert image.inputs["context"]["location"] == f"https://github.com/vilenarios/ar-io-x402-bundler.git#{COMMIT}", (
+            "Pulumi.dev.yaml x402-bundler:imageGitRef and components/image.py VERIFIED_UPSTREAM_COMMIT differ: "
+            "build the verified commit, or verify the new one with the runtime test and move the constant"
+        )
 
 
 def test_a_local_checkout_is_built_as_is_and_gets_no_revision_tag() -> None:

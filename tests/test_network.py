@@ -131,7 +131,8 @@ def _sources(rec: Recording) -> dict[str, Endpoint]:
 # Who may open a connection to each data service (written out, not derived from the code).
 DATA_CLIENTS = {
     "postgres": {"api", "workers", "admin", "migration"},
-    "redis-cache": {"api", "workers", "admin"},
+    # The admin's statistics cache uses the queue Redis (the cache Redis wants a password).
+    "redis-cache": {"api", "workers"},
     "redis-queue": {"api", "workers", "admin"},
     "minio": {"api", "workers", BUCKET_INIT},
 }
@@ -215,6 +216,8 @@ def test_every_pod_resolves_names(dev: Recording, component: str) -> None:
 
 
 CHECK_TARGET = {"postgres": "postgres", "redis-cache": "redis-cache", "redis-queue": "redis-queue", "s3": "minio"}
+# The admin's env points ELASTICACHE_HOST/PORT, and so its redis-cache check, at the queue Redis.
+ADMIN_CHECK_TARGET = {**CHECK_TARGET, "redis-cache": "redis-queue"}
 
 
 @pytest.mark.parametrize(
@@ -222,9 +225,17 @@ CHECK_TARGET = {"postgres": "postgres", "redis-cache": "redis-cache", "redis-que
 )
 def test_every_readiness_check_can_reach_its_service(dev: Recording, component: str, checks: tuple[str, ...]) -> None:
     """A policy that forgot a path would keep the process unready forever."""
+    targets = ADMIN_CHECK_TARGET if component == "admin" else CHECK_TARGET
     for check in checks:
-        target = CHECK_TARGET[check]
+        target = targets[check]
         assert reachable(policies(dev), pod(dev, component), pod(dev, target), PORTS[target]), check
+
+
+def test_admin_reaches_postgres_and_the_queue_redis_but_not_the_cache_redis(dev: Recording) -> None:
+    admin = pod(dev, "admin")
+    assert reachable(policies(dev), admin, pod(dev, "postgres"), PORTS["postgres"])
+    assert reachable(policies(dev), admin, pod(dev, "redis-queue"), PORTS["redis-queue"])
+    assert not reachable(policies(dev), admin, pod(dev, "redis-cache"), PORTS["redis-cache"])
 
 
 def test_prod_reaches_managed_services_on_their_ports_at_any_address(prod: Recording) -> None:

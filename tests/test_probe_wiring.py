@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,32 @@ def test_readiness_is_the_deep_check_of_what_the_process_needs(dev: Recording, c
     assert checks_of(probe) == READINESS[component]
 
 
-def test_worker_liveness_proves_its_bullmq_connections_with_a_generous_threshold(dev: Recording) -> None:
+def test_worker_liveness_checks_the_worker_process_in_the_pod_with_a_generous_threshold(dev: Recording) -> None:
     c = container(deployment(dev, "workers"))
     assert checks_of(c["livenessProbe"]) == {"bullmq-worker"}
     assert c["livenessProbe"]["failureThreshold"] > c["readinessProbe"]["failureThreshold"]
-    env = {e["name"]: e for e in c["env"]}
-    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # The check finds the worker by its command line, the script the container runs, and
+    # matches nothing against addresses the queue Redis sees (NAT would change them).
+    default = re.search(r"const DEFAULT_WORKER_CMDLINE = '([^']+)'", probes.SCRIPT.read_text())
+    assert default is not None and default.group(1) == c["args"][1] == "lib/jobs/allWorkers.js"
+    env = {e["name"] for e in c["env"]}
+    assert "DEEP_CHECK_WORKER_CMDLINE" not in env
+
+
+def test_no_pod_needs_its_ip_any_more(dev: Recording, prod: Recording) -> None:
+    for rec in (dev, prod):
+        for d in rec.of_type(DEPLOYMENT):
+            assert "POD_IP" not in {e["name"] for e in container(d)["env"]}, d.name
+    assert "POD_IP" not in probes.SCRIPT.read_text()
+
+
+def test_worker_start_up_is_the_node_process_not_dumb_init(dev: Recording) -> None:
+    c = container(deployment(dev, "workers"))
+    command = c["startupProbe"]["exec"]["command"]
+    assert command[:2] == ["pgrep", "-f"]
+    pattern = re.compile(command[2])
+    assert pattern.search(" ".join(c["args"]))
+    assert not pattern.search("/usr/bin/dumb-init -- " + " ".join(c["args"]))
 
 
 @pytest.mark.parametrize("component", sorted(READINESS))
@@ -53,9 +74,12 @@ def test_probe_timings_come_from_config() -> None:
     assert (probe["periodSeconds"], probe["timeoutSeconds"], probe["failureThreshold"]) == (15, 6, 4)
 
 
-def test_the_config_map_holds_the_script_and_is_mounted_read_only(dev: Recording) -> None:
+def test_the_config_map_holds_the_scripts_and_is_mounted_read_only(dev: Recording) -> None:
     (cm,) = [r for r in dev.of_type(CONFIG_MAP) if "deep-check.js" in (r.inputs.get("data") or {})]
-    assert cm.inputs["data"]["deep-check.js"] == probes.SCRIPT.read_text()
+    assert cm.inputs["data"] == {
+        "deep-check.js": probes.SCRIPT.read_text(),
+        "graceful-shutdown.js": probes.DRAIN_SCRIPT.read_text(),
+    }
     name = dev.k8s_name(cm)
     for d in dev.of_type(DEPLOYMENT):
         spec = d.get("spec.template.spec")
@@ -71,3 +95,15 @@ def test_a_changed_script_rolls_the_pods(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setattr(probes, "SCRIPT", changed)
     after = {d.name: d.get("spec.template") for d in render("dev").of_type(DEPLOYMENT)}
     assert all(before[n] != after[n] for n in before)
+
+
+def test_a_changed_script_does_not_re_run_the_migration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.test_workloads import migration_job
+
+    before = render("dev")
+    changed = tmp_path / "graceful-shutdown.js"
+    changed.write_text(probes.DRAIN_SCRIPT.read_text() + "\n// changed\n")
+    monkeypatch.setattr(probes, "DRAIN_SCRIPT", changed)
+    after = render("dev")
+    assert after.k8s_name(migration_job(after)) == before.k8s_name(migration_job(before)), "the Job mounts no script"
+    assert deployment(after, "api").get("spec.template") != deployment(before, "api").get("spec.template")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components.probes import SCRIPT_PATH
+from components.probes import DRAIN_SCRIPT_PATH, MOUNT_PATH, SCRIPT_PATH
 from components.secrets import WALLET_FILE
 from tests.pss import restricted_violations
 from tools.harness import Recording, Registered, placeholder_secrets, run_program
@@ -53,7 +53,17 @@ def migration_job(rec: Recording) -> Registered:
 
 
 def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    names = [e["name"] for e in c.get("env", [])]
+    # The API server keeps the last of two same-named entries, silently: never write two.
+    assert len(names) == len(set(names)), f"duplicate env names in {c['name']}: {names}"
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def secret_refs(c: dict[str, Any]) -> set[str]:
+    return {e["name"] for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})}
+
+
+APP_PROCESSES = ("api", "workers", "admin")
 
 
 def settings_map(rec: Recording, c: dict[str, Any]) -> dict[str, str]:
@@ -88,7 +98,10 @@ def test_wallet_is_a_mounted_secret_file_named_by_both_env_vars(recording: Recor
         assert mount["readOnly"] is True
         assert WALLET_FILE.startswith(mount["mountPath"] + "/")
         env = env_of(c)
-        assert env["TURBO_JWK_FILE"] == env["ARWEAVE_WALLET_FILE"] == WALLET_FILE
+        # TURBO_JWK_FILE is what the code reads (the migration too, through the constants);
+        # ARWEAVE_WALLET_FILE only upstream's scripts read, so the Job does without it.
+        assert env["TURBO_JWK_FILE"] == WALLET_FILE
+        assert env.get("ARWEAVE_WALLET_FILE") == (None if workload.type == JOB else WALLET_FILE)
         assert "RAW_DATA_ITEM_JWK_FILE" not in env and "RAW_DATA_UPLOADS_ENABLED" not in env
 
 
@@ -109,12 +122,14 @@ def test_raw_data_wallet_is_mounted_only_when_configured() -> None:
 
 
 @pytest.mark.parametrize(
-    ("component", "command", "port"),
+    ("component", "args", "port"),
     [("api", ["node", "lib/index.js"], 3001), ("workers", ["node", "lib/jobs/allWorkers.js"], None), ("admin", ["node", "admin-server.js"], 3002)],
 )
-def test_each_process_runs_its_real_entrypoint(recording: Recording, component: str, command: list[str], port: int | None) -> None:
+def test_each_process_runs_its_real_entrypoint_under_the_images_init(recording: Recording, component: str, args: list[str], port: int | None) -> None:
     c = container(deployment(recording, component))
-    assert c["command"] == command
+    # `command` would replace the image's ENTRYPOINT (dumb-init) and make node PID 1.
+    assert "command" not in c
+    assert c["args"] == args
     ports = [p["containerPort"] for p in c.get("ports", [])]
     assert ports == ([port] if port else [])
     services = [s for s in recording.of_type("kubernetes:core/v1:Service") if s.name == f"{component}-service"]
@@ -128,14 +143,18 @@ def test_api_listens_on_3001_and_nothing_migrates_at_start(recording: Recording)
         assert settings_map(recording, container(d))["MIGRATE_ON_STARTUP"] == "false"
 
 
-def test_migration_job_runs_once_with_the_api_environment(recording: Recording) -> None:
+def test_migration_job_runs_once_with_only_what_it_reads(recording: Recording) -> None:
     job = migration_job(recording)
     c = container(job)
     api = container(deployment(recording, "api"))
-    assert c["command"] == ["yarn", "db:migrate"]
+    assert "command" not in c and c["args"] == ["yarn", "db:migrate"]
     assert c["image"] == api["image"]
+    # knex reads the DB_* settings; the app's constants read X402_PAYMENT_ADDRESS and the wallet.
     assert c["envFrom"] == api["envFrom"]
-    assert {e["name"] for e in api["env"]} - {"PORT"} <= {e["name"] for e in c["env"]}
+    assert secret_refs(c) == {"DB_PASSWORD"}
+    assert set(env_of(c)) == {"TURBO_JWK_FILE", "DB_PASSWORD", "HOME", "YARN_CACHE_FOLDER"}
+    assert {v["name"] for v in job.get("spec.template.spec.volumes")} == {"wallets", "tmp"}, "no probe or drain scripts"
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/var/run/secrets/x402-bundler", "/tmp"}
     spec = job.inputs["spec"]
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     assert spec["backoffLimit"] <= 2
@@ -169,11 +188,95 @@ def test_every_container_passes_restricted_pss_and_has_requests_and_limits(recor
                 assert set(c["resources"][kind]) == {"cpu", "memory"}, (w.name, kind)
 
 
-def test_root_filesystem_is_read_only_with_writable_scratch(recording: Recording) -> None:
-    c = container(deployment(recording, "api"))
-    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    assert "/tmp" in mounts and settings_map(recording, c)["TEMP_DIR"] in mounts
+@pytest.mark.parametrize("component", APP_PROCESSES)
+def test_root_filesystem_is_read_only_and_fs_data_path_is_on_a_writable_volume(recording: Recording, component: str) -> None:
+    d = deployment(recording, component)
+    c = container(d)
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    data_path = settings_map(recording, c)["FS_DATA_PATH"]
+    assert not data_path.startswith("/app/"), "a volume under /app would shadow the image's files"
+    writable = [m for m in c["volumeMounts"] if not m.get("readOnly") and (data_path + "/").startswith(m["mountPath"].rstrip("/") + "/")]
+    assert [m["mountPath"] for m in writable] == ["/var/lib/x402-bundler"], "the API and workers create FS_DATA_PATH at import"
+    (volume,) = [v for v in d.get("spec.template.spec.volumes") if v["name"] == writable[0]["name"]]
+    assert volume["emptyDir"]["sizeLimit"] == "20Gi"
+    assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_no_temp_dir_the_app_never_uses(recording: Recording) -> None:
+    for w in [*recording.of_type(DEPLOYMENT), migration_job(recording)]:
+        c = container(w)
+        assert "TEMP_DIR" not in env_of(c) and "TEMP_DIR" not in settings_map(recording, c)
+        assert "/app/temp" not in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_upload_data_size_comes_from_config() -> None:
+    rec = render("dev", overrides={"uploadDataSizeLimit": "50Gi"})
+    (volume,) = [v for v in deployment(rec, "workers").get("spec.template.spec.volumes") if v["name"] == "upload-data"]
+    assert volume["emptyDir"]["sizeLimit"] == "50Gi"
+
+
+def test_only_the_api_preloads_the_drain_script_and_keeps_its_pre_stop_delay(recording: Recording) -> None:
+    for component in APP_PROCESSES:
+        c = container(deployment(recording, component))
+        node_options = env_of(c).get("NODE_OPTIONS")
+        if component == "api":
+            assert node_options == f"--require {DRAIN_SCRIPT_PATH}"
+            assert DRAIN_SCRIPT_PATH.startswith(MOUNT_PATH + "/")
+            assert MOUNT_PATH in {m["mountPath"] for m in c["volumeMounts"]}
+            assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+        else:
+            # Workers and admin handle SIGTERM themselves.
+            assert node_options is None, component
+    assert "NODE_OPTIONS" not in env_of(container(migration_job(recording)))
+
+
+def test_admin_statistics_use_the_queue_redis_it_can_reach(recording: Recording) -> None:
+    admin = container(deployment(recording, "admin"))
+    settings = settings_map(recording, admin)
+    env = env_of(admin)
+    # Container env wins over envFrom: these replace the ConfigMap's cache Redis settings.
+    assert (env["ELASTICACHE_HOST"], env["ELASTICACHE_PORT"]) == (settings["REDIS_HOST"], settings["REDIS_PORT_QUEUES"])
+    assert env["ELASTICACHE_USE_TLS"] == "false"
+    assert "ELASTICACHE_PASSWORD" not in env
+    for component in ("api", "workers"):
+        other = env_of(container(deployment(recording, component)))
+        assert not {"ELASTICACHE_HOST", "ELASTICACHE_PORT", "ELASTICACHE_USE_TLS"} & set(other), component
+        assert "ELASTICACHE_PASSWORD" in other, component
+
+
+def test_payment_address_free_uploads_and_optical_bridging_are_explicit(recording: Recording, stack: str) -> None:
+    settings = settings_map(recording, container(deployment(recording, "api")))
+    assert settings["ETHEREUM_ADDRESS"] == settings["X402_PAYMENT_ADDRESS"]
+    assert settings["FREE_UPLOAD_LIMIT"] == {"dev": "10240", "prod": "0"}[stack]
+    assert settings["OPTICAL_BRIDGING_ENABLED"] == "false"
+    assert "OPTICAL_BRIDGE_URL" not in settings
+    for w in [*recording.of_type(DEPLOYMENT), migration_job(recording)]:
+        assert "AR_IO_ADMIN_KEY" not in env_of(container(w))
+
+
+def test_bundles_are_posted_to_the_configured_gateway_not_arweave_net() -> None:
+    rec = render("dev", overrides={"arweaveGateway": "https://gateway.example.net"})
+    settings = settings_map(rec, container(deployment(rec, "workers")))
+    assert settings["ARWEAVE_UPLOAD_NODE"] == settings["ARWEAVE_GATEWAY"] == "https://gateway.example.net"
+
+
+def test_free_uploads_default_to_none() -> None:
+    rec = render("dev", overrides={"freeUploadLimit": None})
+    assert settings_map(rec, container(deployment(rec, "api")))["FREE_UPLOAD_LIMIT"] == "0"
+
+
+def test_an_optical_bridge_turns_bridging_on_with_its_admin_key_for_the_workers() -> None:
+    rec = render("dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"}, secrets={"arIoAdminKey": "bridge-key-0123"})
+    settings = settings_map(rec, container(deployment(rec, "api")))
+    assert (settings["OPTICAL_BRIDGING_ENABLED"], settings["OPTICAL_BRIDGE_URL"]) == ("true", "https://bridge.example.com")
+    (credentials,) = [s for s in rec.of_type(SECRET) if "db-password" in (s.inputs.get("stringData") or {})]
+    assert credentials.inputs["stringData"]["ar-io-admin-key"] == "bridge-key-0123"
+    key = env_of(container(deployment(rec, "workers")))["AR_IO_ADMIN_KEY"]["secretKeyRef"]
+    assert key == {"name": rec.k8s_name(credentials), "key": "ar-io-admin-key"}
+    # The optical-post and post-bundle jobs run in the workers; nothing else reads the key.
+    for w in [deployment(rec, "api"), deployment(rec, "admin"), migration_job(rec)]:
+        assert "AR_IO_ADMIN_KEY" not in env_of(container(w)), w.name
+    assert "bridge-key-0123" not in json.dumps([d.inputs for d in rec.of_type(DEPLOYMENT)])
 
 
 def _probe_text(probe: dict[str, Any]) -> str:

@@ -1,11 +1,16 @@
-"""Deep readiness and worker liveness: the answer to seed risk 10.
+"""Deep readiness, worker liveness and the API's drain: the scripts that run beside the app.
 
-Upstream's `/health` says 200 while PostgreSQL is down. We cannot change the app, so our own
-script (`deep-check.js`, beside this file) ships in a ConfigMap, is mounted read-only into
-every bundler pod and runs as an `exec` probe with the app's own environment. Readiness is
-deep (traffic and rollouts wait for working backends); liveness stays shallow, except the
-workers', which proves this pod still holds its BullMQ connections: a worker that silently
-lost Redis is restarted, a database blip restarts nothing.
+Upstream's `/health` says 200 while PostgreSQL is down (seed risk 10). We cannot change the
+app, so our own script (`deep-check.js`, beside this file) ships in a ConfigMap, is mounted
+read-only into every bundler pod and runs as an `exec` probe with the app's own environment.
+Readiness is deep (traffic and rollouts wait for working backends); liveness stays shallow,
+except the workers', which proves the worker process is running and still holds a connection
+to the queue Redis: a worker that silently lost Redis is restarted, a database blip restarts
+nothing.
+
+The same ConfigMap carries `graceful-shutdown.js`, which the API preloads (`NODE_OPTIONS`):
+the API installs no SIGTERM handler, so without it an API pod under dumb-init would exit at
+once on SIGTERM and cut the uploads in flight.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from components.config import ProbeSettings, Settings
 from components.labels import content_named, labels
 
 SCRIPT = Path(__file__).with_name("deep-check.js")
+DRAIN_SCRIPT = Path(__file__).with_name("graceful-shutdown.js")
 MOUNT_PATH = "/opt/x402-bundler-probes"
 SCRIPT_PATH = f"{MOUNT_PATH}/deep-check.js"
+DRAIN_SCRIPT_PATH = f"{MOUNT_PATH}/graceful-shutdown.js"
+# Loaded before the API's own code, so its http.Server is tracked from the first listen().
+DRAIN_NODE_OPTIONS = f"--require {DRAIN_SCRIPT_PATH}"
 # Node needs about a second to start and load the clients; the script's own deadline leaves
 # it that, so the probe ends (and reports) before the kubelet's timeoutSeconds kills it.
 NODE_START_MS = 1000
@@ -38,7 +47,8 @@ class ProbeScriptArgs:
 
 
 class ProbeScript(pulumi.ComponentResource):
-    """The deep-check script as a content-named ConfigMap: a new script rolls the pods."""
+    """The scripts the kubelet and the pods run beside the app (the deep check and the API's
+    drain preload), as one content-named ConfigMap: a changed script rolls the pods."""
 
     config_map_name: pulumi.Output[str]
     volume: k8s.core.v1.VolumeArgs
@@ -47,7 +57,7 @@ class ProbeScript(pulumi.ComponentResource):
     def __init__(self, name: str, args: ProbeScriptArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:ProbeScript", name, None, opts)
         s = args.settings
-        data = {"deep-check.js": SCRIPT.read_text()}
+        data = {"deep-check.js": SCRIPT.read_text(), "graceful-shutdown.js": DRAIN_SCRIPT.read_text()}
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-script",
             metadata=k8s.meta.v1.ObjectMetaArgs(

@@ -17,7 +17,10 @@
 // timeout with no output, which tells the operator nothing.
 'use strict';
 
+const dns = require('dns');
 const fs = require('fs');
+const net = require('net');
+const os = require('os');
 const path = require('path');
 
 const USAGE = `usage: deep-check.js --checks <list> [--timeout-ms <n>]
@@ -172,94 +175,164 @@ async function checkRedisCache(ctx) {
   await client.ping();
 }
 
-// redis-queue and bullmq-worker talk to the same server: share one connection.
-let queueClient;
-function queueRedis(ctx) {
-  if (!queueClient) {
-    // The app's queue connection has no password or TLS options at all.
-    queueClient = redisClient(ctx, {
-      host: env('REDIS_HOST') || '127.0.0.1',
-      port: envInt('REDIS_PORT_QUEUES', 6381),
-    });
-  }
-  return queueClient;
-}
-
 async function checkRedisQueue(ctx) {
-  const client = await queueRedis(ctx);
+  // The app's queue connection has no password or TLS options at all.
+  const client = await redisClient(ctx, {
+    host: env('REDIS_HOST') || '127.0.0.1',
+    port: envInt('REDIS_PORT_QUEUES', 6381),
+  });
   await client.ping();
 }
 
-// Which CLIENT LIST names are BullMQ workers. Read in bullmq 5.63.0 (the
-// version in the bundler's yarn.lock), dist/cjs/classes:
-//   queue-base.js  clientName(suffix = '') =
-//                    `${this.opts.prefix}:${base64(queueName)}${suffix}`  (prefix defaults to "bull")
-//   worker.js      the worker's blocking connection is created with
-//                    connectionName = this.clientName() + (opts.name ? `:w:${opts.name}` : '')
-//   queue-getters.js getWorkers() counts name === clientName() or name.startsWith(clientName() + ':w:')
-// So a worker is "bull:<base64>" or "bull:<base64>:w:<name>". QueueEvents use
-// "bull:<base64>:qe" and plain Queue (producer) connections are unnamed; neither
-// means the pod is consuming jobs. The app creates its Workers without a name
-// and with the default prefix, so its connections are "bull:<base64 queue name>".
-// Requiring valid base64 (length a multiple of 4) keeps "bull:<b64>:qe" from
-// being read as prefix "bull:<b64>" plus queue "qe".
-function isBullmqWorkerName(name) {
-  const m = /^bull:([A-Za-z0-9+/]+={0,2})(?::w:.+)?$/.exec(name || '');
-  return Boolean(m) && m[1].length % 4 === 0;
-}
+// ---------------------------------------------------------------- bullmq-worker
 
-// "10.1.2.3:45678" or "[fd00::1]:45678" -> bare, comparable address.
-function normaliseIp(ip) {
-  let s = String(ip).trim().toLowerCase();
-  if (s.startsWith('[') && s.includes(']')) s = s.slice(1, s.indexOf(']'));
-  if (s.startsWith('::ffff:') && s.includes('.')) s = s.slice(7); // IPv4-mapped IPv6
-  return s;
-}
+// Liveness of a worker pod, decided inside the pod: an exec probe runs in the
+// container's PID and network namespaces, so /proc shows the worker process and
+// its sockets. Nothing is matched against addresses the queue Redis sees, which
+// NAT between the pod and an external Redis would change.
+//   1. the worker process: a process whose command line contains
+//      DEEP_CHECK_WORKER_CMDLINE (default lib/jobs/allWorkers.js), not this probe,
+//      and not a wrapper (dumb-init, sh) whose child also matches;
+//   2. it is not stopped (T/t) and not a zombie (Z);
+//   3. it holds an ESTABLISHED TCP connection to REDIS_HOST:REDIS_PORT_QUEUES
+//      (every address REDIS_HOST resolves to), and the socket is one of ITS file
+//      descriptors, not just any socket in the pod's network namespace.
+const DEFAULT_WORKER_CMDLINE = 'lib/jobs/allWorkers.js';
+const TCP_ESTABLISHED = '01';
 
-function hostOfAddr(addr) {
-  if (addr.startsWith('[')) return normaliseIp(addr);
-  const i = addr.lastIndexOf(':');
-  return normaliseIp(i === -1 ? addr : addr.slice(0, i));
-}
-
-// Proves that THIS pod's worker process holds live BullMQ connections: the
-// queue Redis sees the connection coming from the pod IP. (That holds when the
-// pod reaches Redis without SNAT, as with in-cluster Services.)
-async function checkBullmqWorker(ctx) {
-  const podIp = env('POD_IP');
-  if (!podIp) {
-    throw new Error('POD_IP is not set (expose status.podIP through the downward API)');
+function readText(file) {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    return undefined; // the process exited while we looked, or is not ours to read
   }
-  const want = normaliseIp(podIp);
-  const client = await queueRedis(ctx);
-  const list = await client.client('LIST');
-  let fromPod = 0;
-  let workersElsewhere = 0;
-  let workersHere = 0;
-  for (const line of String(list).split(/\r?\n/)) {
-    if (!line) continue;
-    const fields = {};
-    // Redis rejects spaces in client names, so splitting on spaces is safe.
-    for (const kv of line.split(' ')) {
-      const eq = kv.indexOf('=');
-      if (eq > 0) fields[kv.slice(0, eq)] = kv.slice(eq + 1);
+}
+
+// /proc/<pid>/stat is "pid (comm) state ppid ..."; comm may hold spaces and
+// parentheses, so parse from the last ')'.
+function procStat(pid) {
+  const text = readText(`/proc/${pid}/stat`);
+  if (!text) return undefined;
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0], ppid: Number(fields[1]) };
+}
+
+function workerProcesses(pattern) {
+  const found = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const cmdline = readText(`/proc/${entry}/cmdline`);
+    if (!cmdline || !cmdline.includes(pattern)) continue;
+    const stat = procStat(entry);
+    if (stat) found.push({ pid: Number(entry), ...stat });
+  }
+  // A wrapper that started the worker (dumb-init as PID 1) carries the same words.
+  const parents = new Set(found.map((p) => p.ppid));
+  return found.filter((p) => !parents.has(p.pid));
+}
+
+// An address from /proc/net/tcp{,6}: 32-bit words in host byte order, in hex.
+function procAddress(hex) {
+  const bytes = [];
+  for (let i = 0; i < hex.length; i += 8) {
+    const word = Number.parseInt(hex.slice(i, i + 8), 16);
+    const b = Buffer.alloc(4);
+    if (os.endianness() === 'LE') b.writeUInt32LE(word); else b.writeUInt32BE(word);
+    bytes.push(...b);
+  }
+  if (bytes.length === 4) return { address: bytes.join('.'), family: 'ipv4' };
+  const groups = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  return { address: groups.join(':'), family: 'ipv6' };
+}
+
+// Established connections in the process's network namespace: inode -> remote.
+function establishedSockets(pid) {
+  const sockets = new Map();
+  for (const table of ['tcp', 'tcp6']) {
+    const text = readText(`/proc/${pid}/net/${table}`) || '';
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== TCP_ESTABLISHED) continue;
+      const [addrHex, portHex] = f[2].split(':');
+      sockets.set(f[9], { ...procAddress(addrHex), port: Number.parseInt(portHex, 16) });
     }
-    const isWorker = isBullmqWorkerName(fields.name);
-    const isHere = fields.addr && hostOfAddr(fields.addr) === want;
-    if (isHere) fromPod += 1;
-    if (isWorker && isHere) workersHere += 1;
-    if (isWorker && !isHere) workersElsewhere += 1;
   }
-  if (workersHere === 0) {
-    throw new Error(
-      `no BullMQ worker connection from POD_IP ${podIp} ` +
-      `(${fromPod} other connection(s) from this IP, ${workersElsewhere} worker connection(s) from other IPs)`,
+  return sockets;
+}
+
+// The socket inodes among the process's file descriptors (readable for our own uid only).
+function socketInodes(pid) {
+  const inodes = new Set();
+  const fds = fs.readdirSync(`/proc/${pid}/fd`);
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch (e) { /* closed meanwhile */ }
+  }
+  return inodes;
+}
+
+async function checkBullmqWorker() {
+  const pattern = env('DEEP_CHECK_WORKER_CMDLINE') || DEFAULT_WORKER_CMDLINE;
+  const host = env('REDIS_HOST') || '127.0.0.1';
+  const port = envInt('REDIS_PORT_QUEUES', 6381);
+  const workers = workerProcesses(pattern);
+  if (workers.length === 0) {
+    throw new Error(`no worker process: no process's command line contains "${pattern}"`);
+  }
+  const addresses = await dns.promises.lookup(host, { all: true });
+  // BlockList also matches IPv4-mapped IPv6 forms (::ffff:a.b.c.d) of an IPv4 address.
+  const redis = new net.BlockList();
+  for (const a of addresses) redis.addAddress(a.address, a.family === 6 ? 'ipv6' : 'ipv4');
+  const target = `${host}:${port} (${addresses.map((a) => a.address).join(', ')})`;
+  const problems = [];
+  for (const w of workers) {
+    if (/^[Tt]/.test(w.state)) {
+      problems.push(`worker process ${w.pid} is stopped (state ${w.state})`);
+      continue;
+    }
+    if (w.state === 'Z') {
+      problems.push(`worker process ${w.pid} is a zombie (state Z)`);
+      continue;
+    }
+    let own;
+    try {
+      own = socketInodes(w.pid);
+    } catch (e) {
+      problems.push(`cannot read /proc/${w.pid}/fd (${e.code || e.message}): the probe must run as the worker's user`);
+      continue;
+    }
+    let toRedis = 0;
+    let elsewhere = 0;
+    for (const [inode, remote] of establishedSockets(w.pid)) {
+      if (!own.has(inode)) continue;
+      if (remote.port === port && redis.check(remote.address, remote.family)) toRedis += 1;
+      else elsewhere += 1;
+    }
+    if (toRedis > 0) return;
+    problems.push(
+      `worker process ${w.pid} (state ${w.state}) holds no ESTABLISHED connection to the queue Redis ` +
+      `${target}; it has ${elsewhere} established TCP connection(s) elsewhere`,
     );
   }
+  throw new Error(problems.join('; '));
+}
+
+// The app only reads and writes objects (it never lists), so a least-privilege
+// key may lack s3:ListBucket, which HeadBucket needs. The check uses only object
+// calls: HEAD a fixed probe object; if it is missing (404, or 403, which S3
+// answers for a missing key when ListBucket is not granted), PUT it (0 bytes) and
+// HEAD again. Steady state: one HEAD per run. A bad key fails both calls.
+const S3_PROBE_KEY = '.x402-bundler-deep-check';
+
+function httpStatus(err) {
+  return err && err.$metadata && err.$metadata.httpStatusCode;
 }
 
 async function checkS3(ctx) {
-  const { S3Client, HeadBucketCommand } = ctx.mod;
+  const { S3Client, HeadObjectCommand, PutObjectCommand } = ctx.mod;
   // Same variable precedence as the app's S3 object store.
   const accessKeyId = env('S3_ACCESS_KEY_ID', 'AWS_ACCESS_KEY_ID');
   const secretAccessKey = env('S3_SECRET_ACCESS_KEY', 'AWS_SECRET_ACCESS_KEY');
@@ -279,10 +352,26 @@ async function checkS3(ctx) {
   });
   const abort = new AbortController();
   ctx.defer(() => { abort.abort(); client.destroy(); });
-  await client.send(
-    new HeadBucketCommand({ Bucket: env('DATA_ITEM_BUCKET') || 'bundler-data-items' }),
-    { abortSignal: abort.signal },
-  );
+  const object = { Bucket: env('DATA_ITEM_BUCKET') || 'bundler-data-items', Key: S3_PROBE_KEY };
+  const where = `s3://${object.Bucket}/${object.Key}`;
+  const send = (command) => client.send(command, { abortSignal: abort.signal });
+  try {
+    await send(new HeadObjectCommand(object));
+    return;
+  } catch (e) {
+    const status = httpStatus(e);
+    if (status !== 404 && status !== 403) throw e;
+    try {
+      await send(new PutObjectCommand({ ...object, Body: '', ContentLength: 0 }));
+    } catch (put) {
+      throw new Error(`HEAD ${where} answered ${status} and PUT failed: ${describe(put)}`);
+    }
+  }
+  try {
+    await send(new HeadObjectCommand(object));
+  } catch (e) {
+    throw new Error(`HEAD ${where} failed after PUT: ${describe(e)}`);
+  }
 }
 
 const CHECKS = {
@@ -290,7 +379,7 @@ const CHECKS = {
   'redis-cache': { module: 'ioredis', run: checkRedisCache },
   'redis-queue': { module: 'ioredis', run: checkRedisQueue },
   s3: { module: '@aws-sdk/client-s3', run: checkS3 },
-  'bullmq-worker': { module: 'ioredis', run: checkBullmqWorker },
+  'bullmq-worker': { module: null, run: checkBullmqWorker },
 };
 
 // ---------------------------------------------------------------- main
@@ -358,6 +447,7 @@ function main() {
   // it before the clock starts so it cannot eat the checks' network budget.
   const mods = {};
   for (const c of checks) {
+    if (!CHECKS[c].module) continue;
     try {
       mods[c] = load(CHECKS[c].module);
     } catch (e) {

@@ -6,7 +6,10 @@
 //                 the BullMQ worker `name` option ("bull:<b64>:w:<name>" connection)
 //   MODE=producer a Queue and a QueueEvents (what an API pod holds), but no Worker
 //
-// Prints "ready" once every connection is up; on SIGTERM closes gracefully and exits 0.
+// Prints "ready" once every connection is up; on SIGTERM closes gracefully and exits 0;
+// on SIGUSR2 closes every Redis connection but keeps running (prints "disconnected"): a
+// worker process that lost its queue. Arguments are ignored: the tests pass a marker there
+// so the probe's command-line match finds this process and no other.
 'use strict';
 
 const { once } = require('events');
@@ -41,10 +44,18 @@ async function main() {
     throw new Error(`unknown MODE ${mode}`);
   }
 
-  process.on('SIGTERM', async () => {
+  const closeAll = async () => {
     for (const close of closers) await close();
     await connection.quit();
+  };
+  process.on('SIGTERM', async () => {
+    await closeAll();
     process.exit(0);
+  });
+  process.on('SIGUSR2', async () => {
+    await closeAll();
+    setInterval(() => {}, 60_000);
+    process.stdout.write('disconnected\n');
   });
   process.stdout.write('ready\n');
 }

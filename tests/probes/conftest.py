@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -99,11 +100,11 @@ def redis_cache(creds: Secrets) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_queue() -> Iterator[RedisServer]:
     # The app's queue connection has no password support, so neither does this one.
-    yield from _redis(None)
+    yield from _redis(None, protected_mode=False)
 
 
-def _redis(password: Optional[str]) -> Iterator[RedisServer]:
-    server = RedisServer(password=password)
+def _redis(password: Optional[str], protected_mode: bool = True) -> Iterator[RedisServer]:
+    server = RedisServer(password=password, protected_mode=protected_mode)
     try:
         server.start()
     except MissingDependency as e:
@@ -163,7 +164,6 @@ def probe_env(
         "AWS_SECRET_ACCESS_KEY": creds.s3_secret_key,
         "DATA_ITEM_BUCKET": s3.bucket,
         "S3_FORCE_PATH_STYLE": "true",
-        "POD_IP": "127.0.0.1",
     }
 
 
@@ -195,6 +195,24 @@ def run_probe(node_modules: str) -> RunProbe:
 @dataclass
 class BullmqProcess:
     proc: subprocess.Popen[str]
+    marker: str
+    """On the process's command line; DEEP_CHECK_WORKER_CMDLINE=marker makes the probe find it."""
+
+    @property
+    def worker_pid(self) -> int:
+        """The node process itself (the launched process, or its child under a wrapper)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return int(children[0]) if children else self.proc.pid
+
+    def probe_env(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "DEEP_CHECK_WORKER_CMDLINE": self.marker}
+
+    def wait_for_line(self, expected: str, timeout: float = 20) -> None:
+        assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline().strip() if readable else f"<no output in {timeout} s>"
+        if line != expected:
+            raise RuntimeError(f"bullmq helper said {line!r}, expected {expected!r}")
 
     def close(self) -> int:
         """SIGTERM, as the kubelet sends it; the helper awaits worker.close() and exits."""
@@ -209,32 +227,41 @@ StartBullmq = Callable[..., BullmqProcess]
 def start_bullmq(node_modules: str, redis_queue: RedisServer) -> Iterator[StartBullmq]:
     started: list[BullmqProcess] = []
 
-    def start(mode: str = "worker", worker_name: Optional[str] = None,
-              queue: str = "upload-new-data-item") -> BullmqProcess:
+    def start(mode: str = "worker", worker_name: Optional[str] = None, queue: str = "upload-new-data-item",
+              redis_host: str = "127.0.0.1", redis_port: Optional[int] = None, wrapper: bool = False) -> BullmqProcess:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NODE_PATH": node_modules,
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT_QUEUES": str(redis_queue.port),
+            "REDIS_HOST": redis_host,
+            "REDIS_PORT_QUEUES": str(redis_port or redis_queue.port),
             "QUEUE_NAME": queue,
             "MODE": mode,
         }
         if worker_name:
             env["WORKER_NAME"] = worker_name
-        proc = subprocess.Popen(["node", str(WORKER_HELPER)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        handle = BullmqProcess(proc)
+        marker = f"bullmq-test-{secrets.token_hex(6)}"
+        args = ["node", str(WORKER_HELPER), marker]
+        if wrapper:
+            # As dumb-init runs the worker: a parent process whose command line matches too.
+            # (`; exit` keeps sh from exec'ing node in its own place.)
+            args = ["sh", "-c", f"{' '.join(args)}; exit $?"]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        handle = BullmqProcess(proc, marker)
         started.append(handle)
-        assert proc.stdout is not None
-        readable, _, _ = select.select([proc.stdout], [], [], 20)
-        line = proc.stdout.readline().strip() if readable else "<no output in 20 s>"
-        if line != "ready":
-            proc.kill()
-            raise RuntimeError(f"bullmq helper did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            handle.wait_for_line("ready")
+        except RuntimeError as e:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError(f"{e}: {proc.stderr.read() if proc.stderr else ''}") from None
         return handle
 
     yield start
     for handle in started:
         if handle.proc.poll() is None:
-            handle.proc.kill()
+            try:
+                os.killpg(handle.proc.pid, signal.SIGCONT)
+                os.killpg(handle.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             handle.proc.wait(5)

@@ -8,6 +8,7 @@ skip, so CI cannot go green without having run the tests.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -121,6 +122,9 @@ class RedisServer:
     """A real redis-server on a free loopback port, no persistence."""
 
     password: Optional[str] = None
+    # Off for the queue Redis, as in the cluster (components/data.py): without a password,
+    # protected mode refuses every client but 127.0.0.1 and ::1.
+    protected_mode: bool = True
     port: int = field(default_factory=free_port)
     proc: Optional[subprocess.Popen[bytes]] = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="deepcheck-redis-"))
@@ -141,6 +145,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if not self.protected_mode:
+            args += ["--protected-mode", "no"]
         with open(os.path.join(self.workdir, "redis.log"), "wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._answers, 10, f"redis-server on {self.port}")
@@ -375,3 +381,127 @@ def require_node_modules() -> Path:
             raise MissingDependency(f"node module `{pkg}` missing under {node_modules}; {INSTALL_HINT}")
     require_binary("node")
     return node_modules
+
+
+# ---------------------------------------------------------------- NAT between a pod and Redis
+
+
+class TcpProxy:
+    """Forwards loopback connections to `upstream_port`, dialling out from `source_address`:
+    the server then sees every client as that address, as it does behind SNAT."""
+
+    def __init__(self, upstream_port: int, source_address: str = "127.0.0.2") -> None:
+        self.upstream_port = upstream_port
+        self.source_address = source_address
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port: int = self.sock.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._stopped = threading.Event()
+        threading.Thread(target=self._serve, name="tcp-proxy", daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stopped.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            client.settimeout(None)  # accepted sockets inherit the listener's polling timeout
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), source_address=(self.source_address, 0))
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for s in [*self._open, self.sock]:
+            s.close()
+
+
+# ---------------------------------------------------------------- an S3 that records what it is asked
+
+
+class RecordingS3:
+    """A minimal S3 object endpoint (path style, no signature checks) that records every
+    request, for asserting which calls the probe makes. `missing` is the status a HEAD of an
+    absent key gets: 404, or 403 as S3 answers without s3:ListBucket. `deny` refuses every
+    call as a bad key would."""
+
+    def __init__(self, missing: int = 404, deny: bool = False) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, str]] = []
+        self.objects: set[str] = set()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes = b"") -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                if status == 200:
+                    self.send_header("ETag", '"d41d8cd98f00b204e9800998ecf8427e"')
+                if body:
+                    self.send_header("Content-Type", "application/xml")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _error(self, status: int, code: str) -> None:
+                self._reply(status, f"<Error><Code>{code}</Code><Message>{code}</Message></Error>".encode())
+
+            def do_HEAD(self) -> None:
+                path = self.path.split("?", 1)[0]
+                outer.requests.append(("HEAD", path))
+                if outer.deny:
+                    self._reply(403)
+                elif path in outer.objects:
+                    self._reply(200)
+                else:
+                    self._reply(outer.missing)
+
+            def do_PUT(self) -> None:
+                path = self.path.split("?", 1)[0]
+                outer.requests.append(("PUT", path))
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if outer.deny:
+                    self._error(403, "InvalidAccessKeyId")
+                else:
+                    outer.objects.add(path)
+                    self._reply(200)
+
+            def do_GET(self) -> None:
+                outer.requests.append(("GET", self.path.split("?", 1)[0]))
+                self._error(403, "AccessDenied")
+
+        self.missing = missing
+        self.deny = deny
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port: int = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, name="recording-s3", daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

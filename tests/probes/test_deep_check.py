@@ -2,13 +2,15 @@
 
 The promise it keeps for the cluster (seed risk: "a health check that says healthy while
 the database is down"): a pod is reported ready only when its own view of PostgreSQL,
-both Redis servers and S3 works, and a worker pod only while it really holds BullMQ
-worker connections; a dead or wedged dependency is named, within the probe's timeout,
-and no secret is ever printed.
+both Redis servers and S3 works, and a worker pod is live only while its worker process runs
+and holds a connection to the queue Redis (decided inside the pod, so NAT cannot fool it);
+a dead or wedged dependency is named, within the probe's timeout, and no secret is ever
+printed.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -19,8 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PROBE, ProbeRun, RunProbe, Secrets, StartBullmq
-from .servers import PostgresServer, RedisServer, SilentServer, free_port, wait_until
+from .conftest import PROBE, BullmqProcess, ProbeRun, RunProbe, Secrets, StartBullmq
+from .servers import (
+    PostgresServer,
+    RecordingS3,
+    RedisServer,
+    S3Server,
+    SilentServer,
+    TcpProxy,
+    free_port,
+    wait_until,
+)
 
 SERVICES = "postgres,redis-cache,redis-queue,s3"
 ALL = SERVICES + ",bullmq-worker"
@@ -48,20 +59,14 @@ def assert_only_failure(run: ProbeRun, failing: str, checks: str = SERVICES) -> 
             assert run.check(name) == {"ok": True, "ms": run.check(name)["ms"]}, name
 
 
-def wait_for_no_bullmq_workers(redis: RedisServer) -> None:
-    """Redis drops a client when it reads the EOF; give it that moment before asserting."""
-    wait_until(lambda: not any(n.startswith("bull:") for n in redis.client_names()), 5,
-               "queue Redis to drop the closed worker's connections")
-
-
 # ---------------------------------------------------------------- healthy
 
 
 def test_reports_every_check_ok_when_all_dependencies_and_a_worker_are_up(
     probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq
 ) -> None:
-    start_bullmq()
-    run = run_probe(probe_env, ALL, timeout_ms=2500)
+    worker = start_bullmq()
+    run = run_probe(worker.probe_env(probe_env), ALL, timeout_ms=2500)
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stderr == ""
@@ -193,58 +198,192 @@ def test_times_out_redis_when_the_real_server_is_frozen(
     assert_within_budget(run)
 
 
+# ---------------------------------------------------------------- s3
+
+
+def _s3_env(probe_env: dict[str, str], endpoint: str, bucket: str) -> dict[str, str]:
+    return {**probe_env, "AWS_ENDPOINT": endpoint, "DATA_ITEM_BUCKET": bucket}
+
+
+def test_s3_creates_its_probe_object_once_then_only_reads_it(
+    probe_env: dict[str, str], run_probe: RunProbe, s3: S3Server, creds: Secrets
+) -> None:
+    import boto3
+
+    bucket = f"fresh-{int(time.monotonic() * 1000)}"
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id=creds.s3_access_key, aws_secret_access_key=creds.s3_secret_key)
+    client.create_bucket(Bucket=bucket)
+    env = _s3_env(probe_env, s3.endpoint, bucket)
+
+    assert run_probe(env, "s3").returncode == 0
+    head = client.head_object(Bucket=bucket, Key=".x402-bundler-deep-check")
+    assert head["ContentLength"] == 0
+    assert run_probe(env, "s3").returncode == 0
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == [".x402-bundler-deep-check"]
+
+
+@pytest.fixture
+def recording_s3(request: pytest.FixtureRequest) -> Iterator[RecordingS3]:
+    server = RecordingS3(**getattr(request, "param", {}))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("recording_s3", [{"missing": 403}, {"missing": 404}], indirect=True, ids=["403-without-listbucket", "404"])
+def test_s3_uses_only_object_calls_and_one_head_in_steady_state(
+    recording_s3: RecordingS3, probe_env: dict[str, str], run_probe: RunProbe
+) -> None:
+    env = _s3_env(probe_env, recording_s3.endpoint, "data")
+    key = "/data/.x402-bundler-deep-check"
+
+    first = run_probe(env, "s3")
+    assert first.returncode == 0, first.stdout
+    assert recording_s3.requests == [("HEAD", key), ("PUT", key), ("HEAD", key)]
+
+    recording_s3.requests.clear()
+    assert run_probe(env, "s3").returncode == 0
+    assert recording_s3.requests == [("HEAD", key)], "steady state is one HEAD, and never HeadBucket or a listing"
+
+
+@pytest.mark.parametrize("recording_s3", [{"deny": True}], indirect=True)
+def test_s3_fails_with_a_bad_key_naming_both_calls(
+    recording_s3: RecordingS3, probe_env: dict[str, str], run_probe: RunProbe
+) -> None:
+    run = run_probe(_s3_env(probe_env, recording_s3.endpoint, "data"), "s3")
+
+    assert run.returncode == 1
+    error = run.check("s3")["error"]
+    assert "answered 403 and PUT failed" in error and "InvalidAccessKeyId" in error, error
+    assert [m for m, _ in recording_s3.requests] == ["HEAD", "PUT"]
+
+
 # ---------------------------------------------------------------- bullmq-worker
 
 
+def _worker_check(run: ProbeRun) -> dict:
+    assert_only_failure(run, "bullmq-worker", checks="bullmq-worker")
+    return run.check("bullmq-worker")
+
+
 @pytest.mark.parametrize("worker_name", [None, "pod-a"], ids=["unnamed-like-the-app", "named"])
-def test_passes_while_this_pod_runs_a_worker_and_fails_once_it_has_closed(
-    worker_name: str | None, probe_env: dict[str, str], run_probe: RunProbe,
-    start_bullmq: StartBullmq, redis_queue: RedisServer,
+def test_passes_while_the_worker_process_holds_its_queue_connection_and_fails_once_it_has_exited(
+    worker_name: str | None, probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq,
 ) -> None:
     worker = start_bullmq(worker_name=worker_name)
-    running = run_probe(probe_env, "bullmq-worker")
+    env = worker.probe_env(probe_env)
+    running = run_probe(env, "bullmq-worker")
     assert running.returncode == 0, running.stdout
 
     assert worker.close() == 0
-    wait_for_no_bullmq_workers(redis_queue)
-    closed = run_probe(probe_env, "bullmq-worker")
+    gone = _worker_check(run_probe(env, "bullmq-worker"))
 
-    assert_only_failure(closed, "bullmq-worker", checks="bullmq-worker")
-    assert "no BullMQ worker connection from POD_IP 127.0.0.1" in closed.check("bullmq-worker")["error"]
+    assert f'no process\'s command line contains "{worker.marker}"' in gone["error"]
 
 
-def test_fails_for_a_pod_whose_ip_holds_no_worker_even_while_another_pod_has_one(
+def test_fails_while_the_worker_process_is_stopped_and_recovers_when_it_continues(
     probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq
 ) -> None:
-    start_bullmq()
-    run = run_probe({**probe_env, "POD_IP": "10.255.255.1"}, "redis-queue,bullmq-worker")
+    worker = start_bullmq()
+    env = worker.probe_env(probe_env)
+    os.kill(worker.worker_pid, signal.SIGSTOP)
+    try:
+        stopped = _worker_check(run_probe(env, "bullmq-worker"))
+    finally:
+        os.kill(worker.worker_pid, signal.SIGCONT)
 
-    assert_only_failure(run, "bullmq-worker", checks="redis-queue,bullmq-worker")
-    assert "worker connection(s) from other IPs" in run.check("bullmq-worker")["error"]
+    assert f"worker process {worker.worker_pid} is stopped (state T)" in stopped["error"]
+    assert run_probe(env, "bullmq-worker").returncode == 0
 
 
-def test_does_not_count_queue_producers_or_queue_events_as_workers(
+def test_fails_when_the_worker_process_runs_without_a_queue_connection(
     probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq, redis_queue: RedisServer
 ) -> None:
-    wait_for_no_bullmq_workers(redis_queue)
-    start_bullmq(mode="producer")
-    assert any(n.startswith("bull:") and n.endswith(":qe") for n in redis_queue.client_names())
+    worker = start_bullmq()
+    worker.proc.send_signal(signal.SIGUSR2)
+    worker.wait_for_line("disconnected")
 
-    run = run_probe(probe_env, "bullmq-worker")
+    result = _worker_check(run_probe(worker.probe_env(probe_env), "bullmq-worker"))
 
-    assert_only_failure(run, "bullmq-worker", checks="bullmq-worker")
+    assert f"worker process {worker.worker_pid} (state S) holds no ESTABLISHED connection to the queue Redis" in result["error"]
+    assert f"127.0.0.1:{redis_queue.port}" in result["error"]
 
 
-def test_fails_with_a_clear_message_when_pod_ip_is_not_set(
+def test_fails_when_the_worker_is_connected_to_another_redis_than_the_pods_queue(
     probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq
 ) -> None:
-    start_bullmq()
-    env = {k: v for k, v in probe_env.items() if k != "POD_IP"}
+    other = RedisServer().start()
+    try:
+        worker = start_bullmq(redis_port=other.port)
+        result = _worker_check(run_probe(worker.probe_env(probe_env), "bullmq-worker"))
+    finally:
+        other.stop()
 
-    run = run_probe(env, "bullmq-worker")
+    assert "holds no ESTABLISHED connection to the queue Redis" in result["error"]
+    assert re.search(r"it has [1-9]\d* established TCP connection\(s\) elsewhere", result["error"]), result["error"]
 
-    assert_only_failure(run, "bullmq-worker", checks="bullmq-worker")
-    assert "POD_IP is not set" in run.check("bullmq-worker")["error"]
+
+def test_a_queue_connection_of_another_process_in_the_pod_does_not_count(
+    tmp_path: Path, probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq, node_modules: str
+) -> None:
+    # Same network namespace, so /proc/net/tcp lists the producer's sockets for the worker
+    # too: only the worker's own file descriptors may count.
+    start_bullmq(mode="producer")
+    marker = f"idle-worker-{os.getpid()}"
+    idle = subprocess.Popen(["node", "-e", "setInterval(() => {}, 1000)", marker], env={"PATH": os.environ["PATH"]})
+    try:
+        wait_until(lambda: marker in Path(f"/proc/{idle.pid}/cmdline").read_text(), 5, "idle node process")
+        result = _worker_check(run_probe({**probe_env, "DEEP_CHECK_WORKER_CMDLINE": marker}, "bullmq-worker"))
+    finally:
+        idle.kill()
+        idle.wait(5)
+
+    assert f"worker process {idle.pid} (state S) holds no ESTABLISHED connection" in result["error"]
+
+
+def test_passes_behind_nat_where_the_queue_redis_sees_another_source_address(
+    probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq, redis_queue: RedisServer
+) -> None:
+    nat = TcpProxy(redis_queue.port, source_address="127.0.0.2")
+    try:
+        worker = start_bullmq(redis_port=nat.port)
+        seen_by_redis = {line.split(" addr=")[1].split(":")[0] for line in redis_queue.command("CLIENT", "LIST").splitlines()
+                         if " name=bull:" in line}
+        run = run_probe({**worker.probe_env(probe_env), "REDIS_PORT_QUEUES": str(nat.port)}, "bullmq-worker")
+    finally:
+        nat.stop()
+
+    assert "127.0.0.2" in seen_by_redis, "the queue Redis sees the NAT address, not the pod's"
+    assert run.returncode == 0, run.stdout
+
+
+def test_resolves_every_address_of_the_queue_redis_host_name(
+    probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq
+) -> None:
+    worker = start_bullmq(redis_host="localhost")
+
+    run = run_probe({**worker.probe_env(probe_env), "REDIS_HOST": "localhost"}, "bullmq-worker")
+
+    assert run.returncode == 0, run.stdout
+
+
+def test_judges_the_worker_not_the_init_process_that_started_it(
+    probe_env: dict[str, str], run_probe: RunProbe, start_bullmq: StartBullmq
+) -> None:
+    # Under dumb-init the init's own command line ends with the worker's; it holds no
+    # connection and must neither satisfy nor fail the check in the worker's place.
+    worker: BullmqProcess = start_bullmq(wrapper=True)
+    env = worker.probe_env(probe_env)
+    assert worker.worker_pid != worker.proc.pid
+    assert run_probe(env, "bullmq-worker").returncode == 0
+
+    os.kill(worker.worker_pid, signal.SIGSTOP)
+    try:
+        stopped = _worker_check(run_probe(env, "bullmq-worker"))
+    finally:
+        os.kill(worker.worker_pid, signal.SIGCONT)
+
+    assert stopped["error"] == f"worker process {worker.worker_pid} is stopped (state T)"
 
 
 # ---------------------------------------------------------------- secrets
