@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what tests/probes needs and is not already there: redis-server and
-# PostgreSQL (Debian packages) and the pinned Node libraries (npm ci).
+# Installs what the tests need and is not already there: redis-server and PostgreSQL for the
+# probe tests; bubblewrap, dumb-init, iproute2 and nftables for the runtime test (tests/e2e),
+# which runs the real bundler in namespaces; and the pinned Node libraries (npm ci), yarn
+# among them (the bundler image's yarn runs the migration).
 # Run as root on Debian 12 with Node 20 present. Idempotent: a second run installs
 # nothing and makes no network calls. Python packages come from the Makefile's venv.
 set -euo pipefail
@@ -15,7 +17,12 @@ have_postgres() {
 
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 have_postgres || apt_packages+=(postgresql)
+# The runtime test's sandbox: each container under bubblewrap, PID 1 as the image has it.
+for pair in bwrap:bubblewrap dumb-init:dumb-init ip:iproute2 nft:nftables nsenter:util-linux setpriv:util-linux; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [[ -x /usr/sbin/${pair%%:*} ]] || apt_packages+=("${pair#*:}")
+done
 
 if ((${#apt_packages[@]})); then
   if [[ ${EUID} -ne 0 ]]; then

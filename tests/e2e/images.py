@@ -1,0 +1,106 @@
+"""What stands in for each image the manifests name, since nothing can be pulled here.
+
+The bundler image is the `/app` tree `tools.upstream` lays out from the pinned Dockerfile, with
+that Dockerfile's ENTRYPOINT, CMD, WORKDIR and user. Third-party images are Debian's binaries
+of the same programs (PostgreSQL, redis-server) or a stand-in speaking the same protocol
+(moto for MinIO's S3, boto3 for `mc mb`), each with the entrypoint semantics of the image it
+replaces, so the manifest's `command`/`args` mean what they mean in the cluster.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tools.upstream import Prepared
+
+HERE = Path(__file__).resolve().parent
+STAND_INS = HERE / "images"
+# Where the stand-in scripts and the generated `bin/` appear inside a container.
+STAND_IN_DIR = "/opt/e2e"
+STAND_IN_BIN = "/opt/e2e-bin"
+# PATH of the official images (node:20-alpine, postgres, redis, minio).
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# node:20-alpine ships yarn 1.22.22 under /opt/yarn-v1.22.22; here the project's pinned copy.
+YARN_DIR = "/opt/yarn-v1.22.22"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    workdir: str = "/"
+    uid: int = 0
+    gid: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    binds: tuple[tuple[Path, str], ...] = ()
+    users: tuple[tuple[str, int], ...] = ()
+    """Accounts the image's /etc/passwd has (name, uid), which some programs look up."""
+    stop_signal: signal.Signals = signal.SIGTERM
+    """The image's STOPSIGNAL, which the runtime sends instead of SIGTERM."""
+
+
+def _signal(name: Optional[str]) -> signal.Signals:
+    """A Dockerfile STOPSIGNAL (`SIGINT`, `INT`) as a signal; none means SIGTERM."""
+    if not name:
+        return signal.SIGTERM
+    return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+
+
+def _python_binds() -> tuple[tuple[Path, str], ...]:
+    """The interpreter that runs the Python stand-ins: the venv and the install it links to."""
+    roots = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    return tuple((root, str(root)) for root in sorted(roots))
+
+
+class ImageSet:
+    """Resolves an image reference from a manifest to its stand-in."""
+
+    def __init__(self, app: Prepared, bundler_repository: str, bin_dir: Path, yarn_dir: Path,
+                 extra_env: dict[str, str], extra_binds: tuple[tuple[Path, str], ...] = ()) -> None:
+        self.app = app
+        self.bundler_repository = bundler_repository
+        self.extra_env = extra_env
+        self.extra_binds = extra_binds
+        self._write_bin(bin_dir)
+        common = ((STAND_INS, STAND_IN_DIR), (bin_dir, STAND_IN_BIN), *_python_binds(), *extra_binds)
+        path = f"{STAND_IN_BIN}:{IMAGE_PATH}"
+        self.bundler = Image(
+            name="bundler",
+            entrypoint=tuple(app.entrypoint), cmd=tuple(app.cmd), workdir=app.workdir, uid=app.uid, gid=app.gid,
+            env={"PATH": f"{IMAGE_PATH}:{YARN_DIR}/bin", "NODE_VERSION": "20", "YARN_VERSION": "1.22.22", **extra_env},
+            binds=((app.app_dir, app.workdir), (yarn_dir, YARN_DIR), *extra_binds),
+            users=(("bundler", app.uid),),
+            stop_signal=_signal(app.stop_signal),
+        )
+        self.postgres = Image("postgres", (f"{STAND_IN_DIR}/postgres-entrypoint.sh",), ("postgres",),
+                              env={"PATH": path, "PGDATA": "/var/lib/postgresql/data"}, binds=common,
+                              users=(("postgres", 70),), stop_signal=signal.SIGINT)
+        self.redis = Image("redis", ("docker-entrypoint.sh",), ("redis-server",), workdir="/data",
+                           env={"PATH": path}, binds=common, users=(("redis", 999),))
+        self.minio = Image("minio", (f"{STAND_IN_BIN}/minio",), ("minio",), env={"PATH": path, **extra_env},
+                           binds=common)
+        self.mc = Image("mc", ("mc",), (), env={"PATH": path}, binds=common)
+
+    @staticmethod
+    def _write_bin(bin_dir: Path) -> None:
+        """Wrappers named as the images' programs, running the stand-ins with this interpreter."""
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for program, script in (("minio", "minio.py"), ("mc", "mc.py")):
+            wrapper = bin_dir / program
+            wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STAND_IN_DIR}/{script} "$@"\n')
+            wrapper.chmod(0o755)
+
+    def __call__(self, ref: str) -> Image:
+        repository = ref.split("@", 1)[0].rsplit(":", 1)[0] if "@" in ref or ref.count(":") > 0 else ref
+        if ref.startswith(self.bundler_repository):
+            return self.bundler
+        name = repository.rsplit("/", 1)[-1]
+        found = {"postgres": self.postgres, "redis": self.redis, "minio": self.minio, "mc": self.mc}.get(name)
+        if found is None:
+            raise LookupError(f"no stand-in for image {ref}")
+        return found
