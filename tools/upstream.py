@@ -135,6 +135,9 @@ class Prepared:
     app_dir: Path
     root: Path
     """`build/upstream/<key>`: holds `app/`, `image.json` and the build logs."""
+    source: Path
+    """Where this run took the source from (a reused tree may have been built from another copy
+    with the same content)."""
     key: str
     commit: str
     entrypoint: list[str]
@@ -1206,11 +1209,12 @@ def _build_lock(say: Say) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _from_image_json(root: Path, reused: bool) -> Prepared:
+def _from_image_json(root: Path, reused: bool, source: Path) -> Prepared:
     data = json.loads((root / IMAGE_JSON).read_text())
     return Prepared(
         app_dir=root / "app",
         root=root,
+        source=source,
         key=data["key"],
         commit=data["commit"],
         entrypoint=list(data["entrypoint"]),
@@ -1256,7 +1260,7 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
         say(f"key {key} ({files} context files, {LOCK_FILE.name}, tools/upstream.py; hashed in {time.monotonic() - started:.1f}s)")
         if (root / MARKER).is_file() and (root / IMAGE_JSON).is_file() and all((root / "app" / f).is_file() for f in REQUIRED_FILES):
             say(f"reusing {root.relative_to(ROOT)}: complete since {(root / MARKER).read_text().strip()}; nothing to do")
-            return _from_image_json(root, reused=True)
+            return _from_image_json(root, reused=True, source=src)
         if root.exists():
             say(f"{root.relative_to(ROOT)} exists but is not complete: removing it")
             _rmtree(root)
@@ -1284,7 +1288,7 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
         size, count = _du(root / "app")
         timings = ", ".join(f"{k} {v:.1f}s" for k, v in build.timings.items())
         say(f"built {root.relative_to(ROOT)}: {count} files, {size / 2**20:.0f} MiB; {timings}")
-        return _from_image_json(root, reused=False)
+        return _from_image_json(root, reused=False, source=src)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

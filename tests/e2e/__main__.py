@@ -89,7 +89,7 @@ def main() -> None:
         sys.exit(1)
     dev_ref = stack_config("dev").get("x402-bundler:imageGitRef", "")
     print(f"e2e: dev: upstream image is the commit the stack builds: {'ok' if app.commit == dev_ref else 'FAIL'} "
-          f"({app.commit[:12]} from {json.loads(app.image_json.read_text())['source']}, "
+          f"({app.commit[:12]} from {app.source}, "
           f"Pulumi.dev.yaml imageGitRef {dev_ref[:12]})", flush=True)
     base = ROOT / "build" / "e2e"
     results: dict[str, dict[str, int]] = {"build": {"passed": int(app.commit == dev_ref), "failed": int(app.commit != dev_ref)}}

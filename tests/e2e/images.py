@@ -22,6 +22,8 @@ STAND_INS = HERE / "images"
 # Where the stand-in scripts and the generated `bin/` appear inside a container.
 STAND_IN_DIR = "/opt/e2e"
 STAND_IN_BIN = "/opt/e2e-bin"
+# The S3 stand-in's record of requests, on the pod's /tmp volume.
+REQUEST_LOG = "/tmp/s3-requests.log"
 # PATH of the official images (node:20-alpine, postgres, redis, minio).
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # node:20-alpine ships yarn 1.22.22 under /opt/yarn-v1.22.22; here the project's pinned copy.
@@ -82,7 +84,8 @@ class ImageSet:
                               users=(("postgres", 70),), stop_signal=signal.SIGINT)
         self.redis = Image("redis", ("docker-entrypoint.sh",), ("redis-server",), workdir="/data",
                            env={"PATH": path}, binds=common, users=(("redis", 999),))
-        self.minio = Image("minio", (f"{STAND_IN_BIN}/minio",), ("minio",), env={"PATH": path, **extra_env},
+        self.minio = Image("minio", (f"{STAND_IN_BIN}/minio",), ("minio",),
+                           env={"PATH": path, "E2E_REQUEST_LOG": REQUEST_LOG, **extra_env},
                            binds=common)
         self.mc = Image("mc", ("mc",), (), env={"PATH": path}, binds=common)
 

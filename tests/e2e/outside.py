@@ -158,16 +158,14 @@ def redis(netns: str, root: Path, name: str, address: str, port: int, password: 
 
 def s3(netns: str, root: Path, address: str, tls: tuple[Path, Path, Path], bucket: str) -> OutsideService:
     """S3 under AWS's names over HTTPS, holding the bucket (in memory: a restart empties it)."""
-    import boto3
-
     _, cert, key = tls
     root.mkdir(parents=True, exist_ok=True)
     service = OutsideService(
         "s3", netns, [sys.executable, str(STAND_INS / "minio.py"), "server", str(root / "data"), "--address",
                       f"{address}:443"],
-        address, 443, root / "s3.log", env={"E2E_TLS_CERT": str(cert), "E2E_TLS_KEY": str(key)}).start()
-    boto3.client("s3", endpoint_url=f"https://{address}", region_name="us-east-1", verify=False,
-                 aws_access_key_id="operator", aws_secret_access_key="operator").create_bucket(Bucket=bucket)
+        address, 443, root / "s3.log",
+        env={"E2E_TLS_CERT": str(cert), "E2E_TLS_KEY": str(key), "E2E_REQUEST_LOG": str(root / "requests.log"),
+             "E2E_CREATE_BUCKET": bucket}).start()
     return service
 
 

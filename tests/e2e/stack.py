@@ -310,6 +310,8 @@ class StackTest:
         self.upload()
         self.admin()
         self.connections()
+        self.s3_probe_calls()
+        self.database_password()
         self.worker_liveness_source()
         self.faults()
         self.termination()
@@ -330,8 +332,12 @@ class StackTest:
             self.ok(f"{w.obj.kind.lower()} {w.obj.name}", w.state == "done",
                     f"{w.state}{': ' + w.detail if w.detail else ''}; {pods}")
         job = self.cluster.workload("migration", "Job")
-        self.ok("migration job", job.state == "done" and self._migrations_complete(job.state),
-                f"{job.state} {job.detail}; {self.migration_detail}")
+        container = job.template["spec"]["containers"][0]
+        refs = sorted(e["name"] for e in container.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {}))
+        complete = self._migrations_complete(job.state)
+        self.ok("migration job", job.state == "done" and complete,
+                f"{job.state}{' ' + job.detail if job.detail else ''}; {self.migration_detail}; "
+                f"it receives only the secrets {refs} and the wallet file")
         return all(w.state == "done" for w in workloads.values()) and bool(elapsed)
 
     def _why(self, p: Pod) -> str:
@@ -345,7 +351,9 @@ class StackTest:
         expected = sorted(p.stem for p in (self.app.app_dir / "lib" / "migrations").glob("*.js"))
         if state != "done":
             job = self.cluster.workload("migration", "Job")
-            self.migration_detail = job.pods[-1].containers[0].log_tail(15) if job.pods else "no pod"
+            log = job.pods[-1].containers[0].log_tail(40).splitlines() if job.pods else ["no pod"]
+            errors = [line.strip() for line in log if "Error" in line] or log[-1:]
+            self.migration_detail = f"last pod's log: {errors[0][:200] if errors else 'empty'}"
             return False
         rows = self.clients.sql("SELECT name FROM knex_migrations ORDER BY name").splitlines()
         applied = sorted(r.rsplit(".", 1)[0] for r in rows)
@@ -490,6 +498,43 @@ class StackTest:
         self.ok("database connections within the budget", 0 < peak <= total,
                 f"observed peak {peak} in pg_stat_activity under 12 concurrent uploads ({named}); counted peak "
                 f"{total} = " + " + ".join(f"{k} {v['pods']} x {v['per_process']}" for k, v in budget.items()))
+
+    def s3_probe_calls(self) -> None:
+        """The readiness probe's S3 check needs only object permissions, as the app does."""
+        minio = self.cluster.pods("minio")
+        log = (minio[0].volume_path("tmp") / "s3-requests.log" if minio
+               else self.root / "outside" / "s3" / "requests.log")
+        bucket = self.cluster.config()["DATA_ITEM_BUCKET"]
+        # Lines are "client method host path"; the bucket Job creates the bucket, so its calls are bucket-level.
+        bucket_job = {p.ip for w in self.cluster.workloads.values() if w.component == "bucket-init" for p in w.pods}
+        lines = [line.split(" ") for line in (log.read_text().splitlines() if log.exists() else [])]
+        app = [f for f in lines if len(f) == 4 and f[0] not in bucket_job]
+        probe = [f for f in app if ".x402-bundler-deep-check" in f[3]]
+        bucket_level = [" ".join(f[1:]) for f in app if f[3] in ("/", f"/{bucket}", f"/{bucket}/")]
+        methods = sorted({f[1] for f in probe})
+        self.ok("S3 probe uses object calls only (no s3:ListBucket)", bool(probe) and not bucket_level,
+                f"{len(probe)} probe requests ({', '.join(methods)} on the probe object); bucket-level requests "
+                f"from the app and its probes: {len(bucket_level)}{' ' + str(bucket_level[:3]) if bucket_level else ''}")
+
+    def database_password(self) -> None:
+        """The app puts DB_PASSWORD unescaped into a URL: the stack refuses such passwords."""
+        used = self.clients.endpoints["db_password"]
+        try:
+            run_program(self.stack, overrides={**TEST_OVERRIDES[self.stack], "dataMode": "external",
+                                               "dbHost": "db.example.internal", "cacheRedisHost": "cache.example.internal",
+                                               "queueRedisHost": "queue.example.internal"},
+                        secrets={**self.values, "dbPassword": "pa#ss@word/with:url?chars%",
+                                 "s3AccessKeyId": "k", "s3SecretAccessKey": "s"},
+                        stack_outputs=promote_outputs(self.stack))
+            refused = ""
+        except Exception as error:  # the ConfigError the program raises
+            refused = str(error)
+        named = "dbPassword" in refused and "pa#ss" not in refused
+        unsafe = sorted(set(used) & set("#/:?@% \t\n"))
+        self.ok("database password with URL characters refused; the one in use is URL-safe",
+                named and not unsafe,
+                f"a password with # @ / : ? % -> {'ConfigError naming dbPassword, password not echoed' if named else 'NOT refused'}; "
+                f"the password this run's pods use: {len(used)} characters, URL characters in it: {unsafe or 'none'}")
 
     # -- faults --------------------------------------------------------------------------
 

@@ -91,11 +91,18 @@ def sigv4_valid(environ: dict[str, Any], access_key: str, secret_key: str) -> tu
     return hmac.compare_digest(expected, fields.get("Signature", "")), "SignatureDoesNotMatch"
 
 
-def minio_app(s3: WSGIApp, access_key: str | None, secret_key: str | None) -> WSGIApp:
+def minio_app(s3: WSGIApp, access_key: str | None, secret_key: str | None, request_log: str | None = None) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in HEALTH_PATHS and environ["REQUEST_METHOD"] in ("GET", "HEAD"):
             start_response("200 OK", [("Content-Length", "0")])
             return [b""]
+        if request_log:
+            # Which S3 operations clients use (the probe must not need bucket-level calls).
+            with open(request_log, "a") as log:
+                client = environ.get("REMOTE_ADDR", "").removeprefix("::ffff:")
+                log.write(f"{client} {environ['REQUEST_METHOD']} {environ.get('HTTP_HOST', '')} "
+                          f"{environ.get('PATH_INFO', '')}"
+                          f"{'?' + environ['QUERY_STRING'] if environ.get('QUERY_STRING') else ''}\n")
         if access_key is not None and secret_key is not None:
             ok, code = sigv4_valid(environ, access_key, secret_key)
             if not ok:
@@ -133,8 +140,15 @@ def main(argv: list[str]) -> int:
     from moto.server import create_backend_app
 
     cert, key = os.environ.get("E2E_TLS_CERT"), os.environ.get("E2E_TLS_KEY")
-    app = minio_app(create_backend_app("s3"), os.environ.get("MINIO_ROOT_USER"), os.environ.get("MINIO_ROOT_PASSWORD"))
+    app = minio_app(create_backend_app("s3"), os.environ.get("MINIO_ROOT_USER"), os.environ.get("MINIO_ROOT_PASSWORD"),
+                    os.environ.get("E2E_REQUEST_LOG"))
     server = _serve(host, int(port), app, (cert, key) if cert and key else None)
+    if os.environ.get("E2E_CREATE_BUCKET"):
+        # A managed bucket exists before any client comes: made here, so no request shows it.
+        from moto.backends import get_backend
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        get_backend("s3")[DEFAULT_ACCOUNT_ID]["global"].create_bucket(os.environ["E2E_CREATE_BUCKET"], "us-east-1")
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
