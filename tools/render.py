@@ -4,8 +4,9 @@
 
 Runs the real program under mocks (`tools.harness`) with placeholder secrets and writes one
 YAML per Kubernetes object (`<kind>-<name>.yaml`, as `kubectl apply` expects, secret values
-redacted), `graph.json` (every resource, its parent, dependencies and redacted inputs) and
-`graph.mmd` (the dependency graph as Mermaid). Two runs give byte-identical files, so the
+redacted), `graph.json` (every resource, its parent, dependencies and redacted inputs),
+`graph.mmd` (the dependency graph as Mermaid) and `architecture.mmd` (the components and the
+order between them: the README's diagram). Two runs give byte-identical files, so the
 render of a base branch and of a pull request can be diffed.
 """
 
@@ -102,6 +103,43 @@ def mermaid(rec: Recording) -> str:
     return "\n".join(lines) + "\n"
 
 
+def architecture(rec: Recording) -> str:
+    """The components and the order between them, as Mermaid: an edge A --> B when something in
+    B waits for something in A, without the edges that a longer path already implies."""
+    by_urn = {r.urn: r for r in rec.resources}
+
+    def component(urn: str) -> Optional[Registered]:
+        r = by_urn.get(urn)
+        while r is not None and r.parent in by_urn:
+            r = by_urn[r.parent]
+        return r
+
+    nodes = {c.name: c.type.split(":")[-1] for r in rec.resources if (c := component(r.urn)) is not None}
+    edges: set[tuple[str, str]] = set()
+    for r in rec.resources:
+        target = component(r.urn)
+        for dep in r.dependencies:
+            source = component(dep)
+            if source is not None and target is not None and source.name != target.name:
+                edges.add((source.name, target.name))
+
+    def reachable(start: str, skip: tuple[str, str]) -> set[str]:
+        seen, frontier = set(), [start]
+        while frontier:
+            node = frontier.pop()
+            for a, b in edges:
+                if a == node and (a, b) != skip and b not in seen:
+                    seen.add(b)
+                    frontier.append(b)
+        return seen
+
+    kept = sorted(e for e in edges if e[1] not in reachable(e[0], skip=e))
+    lines = ["flowchart LR"]
+    lines += [f"  {name}[{name}<br/>{kind}]" for name, kind in sorted(nodes.items())]
+    lines += [f"  {a} --> {b}" for a, b in kept]
+    return "\n".join(lines) + "\n"
+
+
 def write(stack: str, out: Path) -> int:
     rec = render(stack)
     if out.exists():
@@ -117,6 +155,7 @@ def write(stack: str, out: Path) -> int:
         count += 1
     (out / "graph.json").write_text(json.dumps(graph(rec), indent=2, sort_keys=True) + "\n")
     (out / "graph.mmd").write_text(mermaid(rec))
+    (out / "architecture.mmd").write_text(architecture(rec))
     return count
 
 
