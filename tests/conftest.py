@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_workloads import render
+from tests.helpers import recording
 from tools.harness import Recording
 
 
 @pytest.fixture(scope="session")
 def dev() -> Recording:
-    return render("dev")
+    return recording("dev")
 
 
 @pytest.fixture(scope="session")
 def prod() -> Recording:
-    return render("prod")
+    return recording("prod")

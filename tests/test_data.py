@@ -11,8 +11,7 @@ from components.checks import parse_redis_memory, pinned_image
 from components.config import load_settings
 from components.data import DataServices, DataServicesArgs, image_version, redis_memory
 from components.labels import BUCKET_INIT, DATA_COMPONENTS, selector_labels
-from tests.pss import restricted_violations
-from tests.test_workloads import (
+from tests.helpers import (
     CONFIG_MAP,
     DEPLOYMENT,
     JOB,
@@ -23,6 +22,7 @@ from tests.test_workloads import (
     render,
     settings_map,
 )
+from tests.pss import restricted_violations
 from tools.harness import Recording, Registered, run_program
 
 STATEFULSET, SERVICE = "kubernetes:apps/v1:StatefulSet", "kubernetes:core/v1:Service"

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from tests.test_workloads import render
+from tests.helpers import render
 from tools.harness import Recording, placeholder_secrets
 
 ENVIRONMENT = "github:index/repositoryEnvironment:RepositoryEnvironment"

@@ -10,7 +10,7 @@ import pytest
 
 from components.config import ConfigError
 from components.image import VERIFIED_UPSTREAM_COMMIT
-from tests.test_workloads import DEPLOYMENT, JOB, PROMOTED, container, render
+from tests.helpers import DEPLOYMENT, JOB, PROMOTED, container, render
 from tools.harness import Recording, Registered, run_program
 
 IMAGE, INDEX, STACK_REF = "docker-build:index:Image", "docker-build:index:Index", "pulumi:pulumi:StackReference"

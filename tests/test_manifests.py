@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.rendered import STACKS, manifests
+from tests.helpers import STACKS, manifests
 
 # The oldest version we support (PodDisruptionBudget policy/v1, StatefulSet PVC retention
 # and Pod Security admission are all there) and the newest the schema package ships.

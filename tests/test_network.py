@@ -12,8 +12,8 @@ import pytest
 
 from components.labels import BUCKET_INIT, BUNDLER_COMPONENTS, DATA_COMPONENTS, selector_labels
 from components.probes import ADMIN_READINESS, API_READINESS, WORKER_READINESS
+from tests.helpers import render
 from tests.netpol import Endpoint, Policies, admits, reachable, selects
-from tests.test_workloads import render
 from tools.harness import Recording
 
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.rendered import STACKS, recording
+from tests.helpers import STACKS, recording
 from tools.harness import ROOT
 
 

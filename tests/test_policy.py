@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from policy.rules import MANIFEST_RULES, check_manifest, migration_precedes_deployments
-from tests.rendered import STACKS, manifests, recording
+from tests.helpers import STACKS, manifests, recording
 from tools.harness import ROOT
 
 DIGEST = "ghcr.io/o/bundler@sha256:" + "a" * 64

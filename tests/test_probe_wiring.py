@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from components import probes
-from tests.test_workloads import CONFIG_MAP, DEPLOYMENT, container, deployment, render
+from tests.helpers import CONFIG_MAP, DEPLOYMENT, container, deployment, render
 from tools.harness import Recording
 
 READINESS = {
@@ -98,7 +98,7 @@ def test_a_changed_script_rolls_the_pods(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_a_changed_script_does_not_re_run_the_migration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from tests.test_workloads import migration_job
+    from tests.helpers import migration_job
 
     before = render("dev")
     changed = tmp_path / "graceful-shutdown.js"

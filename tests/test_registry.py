@@ -14,7 +14,7 @@ import pytest
 
 from components.config import load_settings
 from components.registry import GhcrPackage, GhcrPackageArgs
-from tests.test_workloads import PROMOTED, render
+from tests.helpers import PROMOTED, render
 from tools.harness import GITHUB_REST, Recording, run_program
 
 Answer = Callable[[str, dict[str, Any]], Optional[dict[str, Any]]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rendered import STACKS, recording
+from tests.helpers import STACKS, recording
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
 

@@ -9,17 +9,27 @@ import pytest
 
 from components.probes import DRAIN_SCRIPT_PATH, MOUNT_PATH, SCRIPT_PATH
 from components.secrets import WALLET_FILE
-from tests.pss import restricted_violations
-from tools.harness import Recording, Registered, placeholder_secrets, run_program
-
-DEPLOYMENT, JOB, SECRET, CONFIG_MAP = (
-    "kubernetes:apps/v1:Deployment",
-    "kubernetes:batch/v1:Job",
-    "kubernetes:core/v1:Secret",
-    "kubernetes:core/v1:ConfigMap",
+from tests.helpers import (
+    APP_PROCESSES,
+    CONFIG_MAP,
+    DEPLOYMENT,
+    JOB,
+    PROMOTED,
+    SECRET,
+    STACKS,
+    container,
+    deployment,
+    env_of,
+    migration_job,
+    render,
+    secret_refs,
+    settings_map,
 )
-PROMOTED = "ghcr.io/example-org/ar-io-x402-bundler@sha256:" + "a" * 64
-STACKS = ["dev", "prod"]
+from tests.helpers import (
+    recording as rendered,
+)
+from tests.pss import restricted_violations
+from tools.harness import Recording, placeholder_secrets
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -27,51 +37,9 @@ def stack(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def render(stack: str, **kwargs: Any) -> Recording:
-    kwargs.setdefault("stack_outputs", {"example-org/x402-bundler/dev": {"imageRef": PROMOTED}})
-    return run_program(stack, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def recording(stack: str) -> Recording:
-    return render(stack)
-
-
-def deployment(rec: Recording, component: str) -> Registered:
-    return rec.one(DEPLOYMENT, f"{component}-deployment")
-
-
-def container(r: Registered) -> dict[str, Any]:
-    containers = r.get("spec.template.spec.containers")
-    assert len(containers) == 1
-    return dict(containers[0])
-
-
-def migration_job(rec: Recording) -> Registered:
-    (job,) = [j for j in rec.of_type(JOB) if j.name == "migration-job"]
-    return job
-
-
-def env_of(c: dict[str, Any]) -> dict[str, Any]:
-    names = [e["name"] for e in c.get("env", [])]
-    # The API server keeps the last of two same-named entries, silently: never write two.
-    assert len(names) == len(set(names)), f"duplicate env names in {c['name']}: {names}"
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
-
-
-def secret_refs(c: dict[str, Any]) -> set[str]:
-    return {e["name"] for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})}
-
-
-APP_PROCESSES = ("api", "workers", "admin")
-
-
-def settings_map(rec: Recording, c: dict[str, Any]) -> dict[str, str]:
-    """The ConfigMap a container reads through envFrom."""
-    (source,) = c["envFrom"]
-    name = source["configMapRef"]["name"]
-    (cm,) = [r for r in rec.of_type(CONFIG_MAP) if rec.k8s_name(r) == name]
-    return dict(cm.inputs["data"])
+    return rendered(stack)
 
 
 def test_graph_has_one_job_and_three_deployments_that_wait_for_it(recording: Recording) -> None:
