@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.rendered import recording
+from tests.helpers import recording
 from tools.render import architecture
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from tools.harness import ROOT, placeholder_secrets
-from tools.render import write
+from tools.render import summary, write
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -37,7 +38,55 @@ def test_one_apply_ready_file_per_kubernetes_object(rendered: tuple[str, Path]) 
     for f in files:
         doc = yaml.safe_load(f.read_text())
         assert {"apiVersion", "kind", "metadata"} <= set(doc)
-        assert f.name == f"{doc['kind'].lower()}-{doc['metadata']['name']}.yaml"
+        assert f.name.startswith(f"{doc['kind'].lower()}-")
+        if doc["kind"] in ("ConfigMap", "Secret", "Job"):
+            # Content-hashed object names stay inside the object, out of the file name.
+            assert doc["metadata"]["name"] not in f.name, f.name
+
+
+def test_keys_are_in_canonical_order_with_name_first(rendered: tuple[str, Path]) -> None:
+    _, out = rendered
+
+    def check(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            keys = list(node)
+            if "name" in keys and where != "":
+                assert keys[0] == "name", f"{where}: {keys}"
+            rest = [k for k in keys if k != "name"]
+            if where != "":
+                assert rest == sorted(rest), f"{where}: {keys}"
+            for k, v in node.items():
+                check(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                check(v, f"{where}[{i}]")
+
+    for f in out.glob("*.yaml"):
+        doc = yaml.safe_load(f.read_text())
+        assert list(doc)[:3] == ["apiVersion", "kind", "metadata"], f.name
+        check({k: v for k, v in doc.items()}, "")
+
+
+def test_a_changed_setting_diffs_as_that_value_and_the_pods_it_rolls(tmp_path: Path) -> None:
+    base, head = tmp_path / "base", tmp_path / "head"
+    write("dev", base)
+    write("dev", head, overrides={"logLevel": "info"})
+    changed = sorted(p.name for p in head.glob("*.yaml") if p.read_text() != (base / p.name).read_text())
+    assert sorted(p.name for p in base.glob("*.yaml")) == sorted(p.name for p in head.glob("*.yaml"))
+    # The ConfigMap itself, the three Deployments that read it, and the Job that runs again.
+    assert changed == ["configmap-app-settings.yaml", "deployment-admin-deployment.yaml",
+                       "deployment-api-deployment.yaml", "deployment-workers-deployment.yaml",
+                       "job-migration-job.yaml"], changed
+    diff = list(difflib.unified_diff((base / changed[0]).read_text().splitlines(),
+                                     (head / changed[0]).read_text().splitlines(), lineterm=""))
+    assert "-  LOG_LEVEL: debug" in diff and "+  LOG_LEVEL: info" in diff
+    value_lines = [line for line in diff if line[:1] in "+-" and not line.startswith(("---", "+++"))]
+    assert len(value_lines) == 4, value_lines  # LOG_LEVEL and the content-hashed name, each - and +
+    lines = summary(base, head)
+    assert "replaced configmap-app-settings.yaml" in lines
+    assert "changed  deployment-api-deployment.yaml (rolls its pods)" in lines
+    assert "replaced job-migration-job.yaml (runs again)" in lines
+    assert not [line for line in lines if "statefulset" in line or "secret-" in line]
 
 
 def test_no_secret_value_is_written(rendered: tuple[str, Path]) -> None:

@@ -59,6 +59,7 @@ def test_pull_requests_preview_with_the_policy_pack_or_diff_the_offline_render()
     assert fallback["if"] == "needs.credentials.outputs.available != 'true'"
     text = "\n".join(s.get("run", "") for s in fallback["steps"])
     assert "render STACK=" in text and "diff -ru render/base render/head" in text
+    assert text.index("tools.render --summary") < text.index("diff -ru")
     assert any("make test" in s.get("run", "") for s in doc["jobs"]["test"]["steps"])
 
 

@@ -1,10 +1,11 @@
 """Offline render: what a stack would create, with no Pulumi CLI, no cluster, no secrets.
 
     python -m tools.render --stack dev --out build/render/dev
+    python -m tools.render --summary render/base/dev render/head/dev   # what a change does
 
 Runs the real program under mocks (`tools.harness`) with placeholder secrets and writes one
-YAML per Kubernetes object (`<kind>-<name>.yaml`, as `kubectl apply` expects, secret values
-redacted), `graph.json` (every resource, its parent, dependencies and redacted inputs),
+YAML per Kubernetes object (`<kind>-<logical name>.yaml`, keys in a canonical order, as
+`kubectl apply` takes it, secret values redacted), `graph.json` (every resource, its parent, dependencies and redacted inputs),
 `graph.mmd` (the dependency graph as Mermaid) and `architecture.mmd` (the components and the
 order between them: the README's diagram). Two runs give byte-identical files, so the
 render of a base branch and of a pull request can be diffed.
@@ -49,9 +50,26 @@ def manifest(rec: Recording, r: Registered) -> dict[str, Any]:
         for field in ("data", "stringData"):
             if field in r.inputs:
                 body[field] = {key: REDACTED for key in sorted(r.inputs[field] or {})}
-    ordered = {k: body[k] for k in ("apiVersion", "kind", "metadata") if k in body}
-    ordered.update({k: v for k, v in sorted(body.items()) if k not in ordered})
+    ordered = {k: canonical(body[k]) for k in ("apiVersion", "kind", "metadata") if k in body}
+    ordered.update({k: canonical(v) for k, v in sorted(body.items()) if k not in ordered})
     return ordered
+
+
+def canonical(node: Any) -> Any:
+    """Maps with `name` first and the other keys sorted, so a diff shows values, not reorderings.
+    Lists keep their order: in env, containers and ports it means something."""
+    if isinstance(node, dict):
+        keys = sorted(node, key=lambda k: (k != "name", k))
+        return {k: canonical(node[k]) for k in keys}
+    if isinstance(node, list):
+        return [canonical(v) for v in node]
+    return node
+
+
+def file_name(r: Registered, doc: dict[str, Any]) -> str:
+    """`<kind>-<logical name>.yaml`: stable across content changes (the content-hashed object
+    name stays inside), so a changed value diffs within one file instead of a removal and an add."""
+    return f"{str(doc['kind']).lower()}-{r.name}.yaml"
 
 
 def promote_outputs(stack: str) -> dict[str, dict[str, Any]]:
@@ -62,9 +80,9 @@ def promote_outputs(stack: str) -> dict[str, dict[str, Any]]:
     return {source: {"imageRef": f"{repository}@{PLACEHOLDER_DIGEST}"}} if source else {}
 
 
-def render(stack: str) -> Recording:
+def render(stack: str, overrides: Optional[dict[str, Any]] = None) -> Recording:
     # No network: the harness answers the GHCR package read as not yet pushed.
-    return run_program(stack, stack_outputs=promote_outputs(stack))
+    return run_program(stack, overrides=overrides, stack_outputs=promote_outputs(stack))
 
 
 def graph(rec: Recording) -> dict[str, Any]:
@@ -140,8 +158,8 @@ def architecture(rec: Recording) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(stack: str, out: Path) -> int:
-    rec = render(stack)
+def write(stack: str, out: Path, overrides: Optional[dict[str, Any]] = None) -> int:
+    rec = render(stack, overrides)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -150,7 +168,7 @@ def write(stack: str, out: Path) -> int:
         if not r.type.startswith("kubernetes:") or not r.custom:
             continue
         doc = manifest(rec, r)
-        path = out / f"{str(doc['kind']).lower()}-{doc['metadata']['name']}.yaml"
+        path = out / file_name(r, doc)
         path.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
         count += 1
     (out / "graph.json").write_text(json.dumps(graph(rec), indent=2, sort_keys=True) + "\n")
@@ -159,13 +177,48 @@ def write(stack: str, out: Path) -> int:
     return count
 
 
+# Workloads whose pod template change makes Kubernetes replace their pods.
+ROLLING_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def summary(base: Path, head: Path) -> list[str]:
+    """What a change does to the rendered objects: added, removed, replaced (a new object name:
+    content-named ConfigMaps and Secrets, a Job that runs again) or changed, and which roll pods."""
+    def objects(root: Path) -> dict[str, dict[str, Any]]:
+        return {str(p.relative_to(root)): yaml.safe_load(p.read_text()) for p in sorted(root.rglob("*.yaml"))}
+
+    old, new = objects(base), objects(head)
+    lines = [f"added    {k}" for k in sorted(set(new) - set(old))]
+    lines += [f"removed  {k}" for k in sorted(set(old) - set(new))]
+    for key in sorted(set(old) & set(new)):
+        a, b = old[key], new[key]
+        if a == b:
+            continue
+        how = "replaced" if a["metadata"]["name"] != b["metadata"]["name"] else "changed "
+        why = []
+        if b["kind"] in ROLLING_KINDS and a.get("spec", {}).get("template") != b.get("spec", {}).get("template"):
+            why.append("rolls its pods")
+        if b["kind"] == "Job" and how == "replaced":
+            why.append("runs again")
+        lines.append(f"{how} {key}" + (f" ({', '.join(why)})" if why else ""))
+    return lines or ["no change to any rendered object"]
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", required=True, choices=sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
-    parser.add_argument("--out", required=True, type=Path)
+    stacks = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+    parser.add_argument("--stack", choices=stacks)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--summary", nargs=2, type=Path, metavar=("BASE", "HEAD"),
+                        help="print what changes between two render directories, and exit")
     args = parser.parse_args(argv)
+    if args.summary:
+        print("\n".join(summary(*args.summary)))
+        return
+    if not (args.stack and args.out):
+        parser.error("--stack and --out are required (or --summary BASE HEAD)")
     count = write(args.stack, args.out)
-    print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json and graph.mmd in {args.out}")
+    print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json, graph.mmd and architecture.mmd in {args.out}")
 
 
 if __name__ == "__main__":
