@@ -53,10 +53,16 @@ def _signal(name: Optional[str]) -> signal.Signals:
     return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
 
 
+# The project's venv, where the Python stand-ins' interpreter and packages are. At a fixed path:
+# the checkout may live under /tmp, which a pod's /tmp volume would cover.
+VENV_DIR = "/opt/e2e-venv"
+PYTHON = f"{VENV_DIR}/bin/python"
+
+
 def _python_binds() -> tuple[tuple[Path, str], ...]:
-    """The interpreter that runs the Python stand-ins: the venv and the install it links to."""
-    roots = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    return tuple((root, str(root)) for root in sorted(roots))
+    """The venv, and the installation its interpreter links to (at its own path: the venv's
+    `bin/python` is an absolute symlink to it)."""
+    return ((Path(sys.prefix), VENV_DIR), (Path(sys.base_prefix).resolve(), str(Path(sys.base_prefix).resolve())))
 
 
 class ImageSet:
@@ -95,7 +101,7 @@ class ImageSet:
         bin_dir.mkdir(parents=True, exist_ok=True)
         for program, script in (("minio", "minio.py"), ("mc", "mc.py")):
             wrapper = bin_dir / program
-            wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STAND_IN_DIR}/{script} "$@"\n')
+            wrapper.write_text(f'#!/bin/sh\nexec {PYTHON} {STAND_IN_DIR}/{script} "$@"\n')
             wrapper.chmod(0o755)
 
     def __call__(self, ref: str) -> Image:

@@ -47,6 +47,8 @@ TEST_OVERRIDES: dict[str, dict[str, Any]] = {
     "prod": {"arweaveGateway": f"http://{GATEWAY_HOST}:{GATEWAY_PORT}", "freeUploadLimit": 10240},
 }
 STACK_INDEX = {"dev": 1, "prod": 2}
+# Where the client pod finds the stack's wallet.
+CLIENT_WALLET = "/run/e2e/wallet.json"
 # Upload sizes: well under and over dev's 10 KiB free tier.
 SMALL, LARGE = 1024, 64 * 1024
 
@@ -193,15 +195,16 @@ class Clients:
 
     def node(self, *args: str, timeout: float = 120) -> dict[str, Any]:
         """Run tests/e2e/client.js in a client pod: the cluster's hosts file, the app's modules."""
+        # Fixed mount points: the checkout may be under /tmp, which the client's own /tmp covers.
         argv = [outside.NSENTER, f"--net=/run/netns/{self.client_ns}", "/usr/bin/bwrap", "--die-with-parent",
-                "--tmpfs", "/", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                "--tmpfs", "/", "--tmpfs", "/tmp", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
                 "--symlink", "usr/lib64", "/lib64", "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
                 "--ro-bind", str(self.client_etc["hosts"]), "/etc/hosts",
                 "--ro-bind", str(self.client_etc["resolv.conf"]), "/etc/resolv.conf",
-                "--ro-bind", str(self.app.app_dir), "/app", "--ro-bind", str(HERE), str(HERE),
-                "--ro-bind", str(self.wallet_file), str(self.wallet_file),
-                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                "node", str(HERE / "client.js"), *args]
+                "--ro-bind", str(self.app.app_dir), "/app", "--ro-bind", str(HERE), "/opt/e2e-tests",
+                "--ro-bind", str(self.wallet_file), CLIENT_WALLET,
+                "--dev", "/dev", "--proc", "/proc",
+                "node", "/opt/e2e-tests/client.js", *args]
         env = {"PATH": "/usr/bin:/bin", "NODE_PATH": "/app/node_modules"}
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -211,7 +214,7 @@ class Clients:
         return result
 
     def upload(self, url: str, size: int = SMALL, slow_ms: int = 0) -> dict[str, Any]:
-        args = ["upload", "--jwk", str(self.wallet_file), "--url", url, "--size", str(size)]
+        args = ["upload", "--jwk", CLIENT_WALLET, "--url", url, "--size", str(size)]
         if slow_ms:
             args += ["--slow-ms", str(slow_ms)]
         return self.node(*args)
