@@ -1,61 +1,80 @@
 """x402 bundler on Kubernetes: validated settings in, components out, outputs exported.
 
 The dependency graph is the deployment order: the migration Job waits for the image and the
-data services; the three Deployments wait for the Job.
+data services; the three Deployments wait for the Job. Each component takes only its own
+settings section and the stack identity.
 """
 
 import pulumi
 
-from components.config import load_settings
+from components.app_config import AppConfiguration, AppConfigurationArgs, pod_environment
 from components.data import DataServices, DataServicesArgs
 from components.github import GithubDelivery, GithubDeliveryArgs
 from components.image import BundlerImage, BundlerImageArgs
 from components.ingress import ApiExposure, ApiExposureArgs
-from components.labels import MIGRATION
 from components.migration import MigrationJob, MigrationJobArgs
+from components.names import MIGRATION
 from components.namespace import BundlerNamespace, BundlerNamespaceArgs
 from components.network import NetworkPolicies, NetworkPoliciesArgs
+from components.package_check import GhcrPackage, GhcrPackageArgs
 from components.probes import ProbeScript, ProbeScriptArgs
-from components.registry import GhcrPackage, GhcrPackageArgs
-from components.secrets import AppConfiguration, AppConfigurationArgs
+from components.settings import load_settings
 from components.workload import BundlerProcess, BundlerProcessArgs, process_specs
 
 settings = load_settings()
+stack, processes_settings = settings.stack, settings.processes
 
-namespace = BundlerNamespace("namespace", BundlerNamespaceArgs(settings=settings))
-image = BundlerImage("image", BundlerImageArgs(settings=settings))
-package = GhcrPackage("ghcr-package", GhcrPackageArgs(settings=settings, image_ref=image.ref))
-if settings.github.delivery:
-    GithubDelivery("github", GithubDeliveryArgs(settings=settings))
-
-data = DataServices("data", DataServicesArgs(settings=settings, namespace=namespace.name))
-app_config = AppConfiguration(
-    "app", AppConfigurationArgs(settings=settings, namespace=namespace.name, endpoints=data.endpoints)
+namespace = BundlerNamespace("namespace", BundlerNamespaceArgs(stack=stack, protect=settings.data.protect))
+image = BundlerImage("image", BundlerImageArgs(image=settings.image))
+package = GhcrPackage(
+    "ghcr-package", GhcrPackageArgs(image=settings.image, github_token=settings.github.token, image_ref=image.ref)
 )
-probes = ProbeScript("probes", ProbeScriptArgs(settings=settings, namespace=namespace.name))
+if settings.github.delivery:
+    GithubDelivery("github", GithubDeliveryArgs(github=settings.github, image_repository=settings.image.repository))
+
+data = DataServices("data", DataServicesArgs(stack=stack, data=settings.data, namespace=namespace.name))
+app_config = AppConfiguration(
+    "app",
+    AppConfigurationArgs(
+        stack=stack, app=settings.app, postgres=settings.data.postgres, image=settings.image,
+        admin_port=processes_settings.admin_port, namespace=namespace.name, endpoints=data.endpoints,
+    ),
+)
+probes = ProbeScript("probes", ProbeScriptArgs(stack=stack, namespace=namespace.name))
 # Workloads take the image through the package check: a package declared public but found
 # private stops the rollout here, not in ImagePullBackOff.
-
 migration = MigrationJob(
     "migration",
     MigrationJobArgs(
-        settings=settings, namespace=namespace.name, image=package.image_ref,
-        pod=app_config.pod_environment(probes, MIGRATION), wait_for=[data],
+        stack=stack, migration=processes_settings.migration, namespace=namespace.name, image=package.image_ref,
+        pod=pod_environment(app_config, probes, MIGRATION), wait_for=[data],
     ),
 )
 processes = {
     spec.component: BundlerProcess(
         spec.component,
         BundlerProcessArgs(
-            settings=settings, namespace=namespace.name, image=package.image_ref,
-            pod=app_config.pod_environment(probes, spec.component), spec=spec, wait_for=[migration],
+            stack=stack, namespace=namespace.name, image=package.image_ref,
+            pod=pod_environment(app_config, probes, spec.component), spec=spec, wait_for=[migration],
         ),
     )
-    for spec in process_specs(settings)
+    for spec in process_specs(processes_settings)
 }
 api, admin = processes["api"], processes["admin"]
-exposure = ApiExposure("api-exposure", ApiExposureArgs(settings=settings, namespace=namespace.name, service=api))
-NetworkPolicies("network", NetworkPoliciesArgs(settings=settings, namespace=namespace.name))
+exposure = ApiExposure(
+    "api-exposure",
+    ApiExposureArgs(
+        stack=stack, exposure=settings.exposure, public_url=settings.app.public_url, namespace=namespace.name,
+        service=api,
+    ),
+)
+NetworkPolicies(
+    "network",
+    NetworkPoliciesArgs(
+        stack=stack, exposure=settings.exposure, data=settings.data, api_port=processes_settings.api_port,
+        admin_port=processes_settings.admin_port, namespace=namespace.name,
+    ),
+)
 
 pulumi.export("namespace", namespace.name)
 pulumi.export("imageRef", image.ref)
@@ -69,5 +88,5 @@ pulumi.export("adminInternalUrl", admin.internal_url)
 pulumi.export("migrationJobName", migration.job_name)
 pulumi.export("dataMode", settings.data.mode)
 pulumi.export("secretNames", app_config.secret_names)
-pulumi.export("adminUsername", settings.admin_username)
+pulumi.export("adminUsername", settings.app.admin_username)
 pulumi.export("adminPassword", app_config.admin_password)

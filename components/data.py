@@ -19,24 +19,31 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.checks import parse_redis_memory
-from components.config import Settings
 from components.endpoints import DataEndpoints
-from components.labels import (
+from components.names import (
     BUCKET_INIT,
     MINIO,
     POSTGRES,
     REDIS_CACHE,
     REDIS_QUEUE,
-    REPLACE_UNREADY,
-    container_security,
     k8s_name,
     labels,
-    pod_security,
-    resources,
-    run_once_job_spec,
+    name_of,
     selector_labels,
 )
+from components.pod import (
+    REPLACE_UNREADY,
+    container_security,
+    exec_probe,
+    http_probe,
+    pod_spec,
+    resources,
+    run_once_job_spec,
+    secret_env,
+)
+from components.settings.data import DataSettings
+from components.settings.stack import StackIdentity
+from components.settings.values import parse_redis_memory
 
 # Users of the official images (alpine): postgres is uid 70, redis uid 999; both exist in the
 # image's /etc/passwd, which initdb needs. MinIO and mc run as any uid.
@@ -72,14 +79,15 @@ def image_version(ref: str) -> str:
 
 @dataclass(frozen=True)
 class DataServicesArgs:
-    settings: Settings
-    """Validated stack settings (`data` section)."""
+    stack: StackIdentity
+    """Stack name and app version, for names and labels."""
+    data: DataSettings
+    """Which mode, and the services' settings."""
     namespace: pulumi.Input[str]
     """Namespace of the in-cluster services."""
 
 
-def _external(s: Settings) -> DataEndpoints:
-    d = s.data
+def _external(d: DataSettings) -> DataEndpoints:
     if d.postgres.password is None or d.s3.access_key_id is None or d.s3.secret_access_key is None:
         raise ValueError("external data mode needs dbPassword and the S3 keys (validation should have said so)")
     return DataEndpoints(
@@ -104,20 +112,12 @@ def _external(s: Settings) -> DataEndpoints:
     )
 
 
-def _secret_env(name: str, secret: pulumi.Input[str], key: str) -> k8s.core.v1.EnvVarArgs:
-    return k8s.core.v1.EnvVarArgs(
-        name=name,
-        value_from=k8s.core.v1.EnvVarSourceArgs(
-            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret, key=key)
-        ),
-    )
+# The data services' own probes answer in milliseconds; 5 s is for a node under load.
+PROBE_TIMEOUT_SECONDS = 5
 
 
 def _exec(command: list[str], period: int = 10, failures: int = 3) -> k8s.core.v1.ProbeArgs:
-    return k8s.core.v1.ProbeArgs(
-        exec_=k8s.core.v1.ExecActionArgs(command=command), period_seconds=period, timeout_seconds=5,
-        failure_threshold=failures,
-    )
+    return exec_probe(command, period, PROBE_TIMEOUT_SECONDS, failures)
 
 
 def _scratch(name: str, path: str) -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.VolumeMountArgs]:
@@ -134,14 +134,13 @@ class DataServices(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DataServicesArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:DataServices", name, None, opts)
-        s = args.settings
-        if s.data.mode == "external":
-            self.endpoints = _external(s)
+        d = args.data
+        if d.mode == "external":
+            self.endpoints = _external(d)
             self.register_outputs({"mode": "external"})
             return
 
-        self._s, self._ns, self._name = s, args.namespace, name
-        d = s.data
+        self._stack, self._data, self._ns, self._name = args.stack, d, args.namespace, name
         # Stable across `up`s: no keepers, so the passwords change only if these are replaced.
         child = pulumi.ResourceOptions(parent=self, protect=d.protect)
         db_password = random.RandomPassword(f"{name}-postgres-password", length=32, special=False, opts=child)
@@ -152,7 +151,7 @@ class DataServices(pulumi.ComponentResource):
         minio_url = pulumi.Output.concat("http://", hosts[MINIO], ":", str(MINIO_PORT))
         secret = k8s.core.v1.Secret(
             f"{name}-credentials",
-            metadata=self._meta("bundler-data-credentials", "data", s.app_version),
+            metadata=self._meta("bundler-data-credentials", "data", args.stack.app_version),
             type="Opaque",
             string_data={
                 "postgres-password": db_password.result,
@@ -168,7 +167,7 @@ class DataServices(pulumi.ComponentResource):
             },
             opts=child,
         )
-        secret_name = secret.metadata.apply(lambda m: str(m.name))
+        secret_name = name_of(secret)
 
         postgres = self._postgres(secret_name)
         cache = self._cache_redis(secret_name)
@@ -204,7 +203,7 @@ class DataServices(pulumi.ComponentResource):
 
     def _meta(self, object_name: str, component: str, version: str) -> k8s.meta.v1.ObjectMetaArgs:
         return k8s.meta.v1.ObjectMetaArgs(
-            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._s.stack, component, version)
+            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._stack.stack, component, version)
         )
 
     def _host(self, component: str) -> pulumi.Output[str]:
@@ -220,10 +219,10 @@ class DataServices(pulumi.ComponentResource):
         volumes: list[k8s.core.v1.VolumeArgs],
         storage: Optional[str],
     ) -> k8s.apps.v1.StatefulSet:
-        s, name = self._s, self._name
-        opts = pulumi.ResourceOptions(parent=self, protect=s.data.protect, retain_on_delete=s.data.protect)
+        d, stack, name = self._data, self._stack.stack, self._name
+        opts = pulumi.ResourceOptions(parent=self, protect=d.protect, retain_on_delete=d.protect)
         object_name = k8s_name("bundler", component)
-        selector = selector_labels(s.stack, component)
+        selector = selector_labels(stack, component)
         version = image_version(image)
         service = k8s.core.v1.Service(
             f"{name}-{component}-service",
@@ -240,41 +239,35 @@ class DataServices(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(name="data", labels=selector),
                     spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                         access_modes=["ReadWriteOnce"],
-                        storage_class_name=s.data.in_cluster.storage_class,
+                        storage_class_name=d.in_cluster.storage_class,
                         resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": storage}),
                     ),
                 )
             ]
         # A dev `destroy` cleans up its volumes; a protected stack keeps them. Scaling down
         # (e.g. to 0 to save resources) never deletes data in any stack.
-        when_deleted = "Retain" if s.data.protect else "Delete"
+        when_deleted = "Retain" if d.protect else "Delete"
         return k8s.apps.v1.StatefulSet(
             f"{name}-{component}",
             metadata=self._meta(object_name, component, version),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
                 replicas=1,
-                service_name=service.metadata.apply(lambda m: str(m.name)),
+                service_name=name_of(service),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 persistent_volume_claim_retention_policy=k8s.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
                     when_deleted=when_deleted, when_scaled="Retain"
                 ),
                 volume_claim_templates=claims,
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(s.stack, component, version)),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        security_context=pod_security(uid),
-                        volumes=volumes,
-                        containers=[container],
-                    ),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels(stack, component, version)),
+                    spec=pod_spec([container], volumes, uid=uid),
                 ),
             ),
             opts=opts,
         )
 
     def _postgres(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
-        p, ic = self._s.data.postgres, self._s.data.in_cluster
+        p, ic = self._data.postgres, self._data.in_cluster
         run_volume, run_mount = _scratch("run", "/var/run/postgresql")
         tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
         ready = ["pg_isready", "-h", "127.0.0.1", "-p", str(p.port), "-U", p.user, "-d", p.database]
@@ -286,7 +279,7 @@ class DataServices(pulumi.ComponentResource):
             env=[
                 k8s.core.v1.EnvVarArgs(name="POSTGRES_USER", value=p.user),
                 k8s.core.v1.EnvVarArgs(name="POSTGRES_DB", value=p.database),
-                _secret_env("POSTGRES_PASSWORD", secret, "postgres-password"),
+                secret_env("POSTGRES_PASSWORD", secret, "postgres-password"),
                 # initdb refuses a mount point that holds lost+found: use a subdirectory.
                 k8s.core.v1.EnvVarArgs(name="PGDATA", value=f"{PGDATA_MOUNT}/pgdata"),
             ],
@@ -305,7 +298,7 @@ class DataServices(pulumi.ComponentResource):
         )
 
     def _cache_redis(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
-        d = self._s.data
+        d = self._data
         auth = k8s.core.v1.VolumeArgs(
             name="auth",
             secret=k8s.core.v1.SecretVolumeSourceArgs(
@@ -328,7 +321,7 @@ class DataServices(pulumi.ComponentResource):
                 "--appendonly", "no",
             ],
             # redis-cli reads the password from REDISCLI_AUTH: it stays off the command line.
-            env=[_secret_env("REDISCLI_AUTH", secret, "cache-redis-password")],
+            env=[secret_env("REDISCLI_AUTH", secret, "cache-redis-password")],
             ports=[k8s.core.v1.ContainerPortArgs(name="redis", container_port=d.cache.port)],
             volume_mounts=[
                 k8s.core.v1.VolumeMountArgs(name="auth", mount_path="/etc/redis", read_only=True),
@@ -345,7 +338,7 @@ class DataServices(pulumi.ComponentResource):
         )
 
     def _queue_redis(self) -> k8s.apps.v1.StatefulSet:
-        d = self._s.data
+        d = self._data
         ping = ["redis-cli", "-p", str(d.queue.port), "ping"]
         container = k8s.core.v1.ContainerArgs(
             name=REDIS_QUEUE,
@@ -375,22 +368,19 @@ class DataServices(pulumi.ComponentResource):
         )
 
     def _minio(self, secret: pulumi.Input[str]) -> k8s.apps.v1.StatefulSet:
-        ic = self._s.data.in_cluster
+        ic = self._data.in_cluster
         tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
 
         def http(path: str, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
-            return k8s.core.v1.ProbeArgs(
-                http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=MINIO_PORT),
-                period_seconds=period, timeout_seconds=5, failure_threshold=failures,
-            )
+            return http_probe(path, MINIO_PORT, period, PROBE_TIMEOUT_SECONDS, failures)
 
         container = k8s.core.v1.ContainerArgs(
             name=MINIO,
             image=ic.minio_image,
             args=["server", "/data", "--address", f":{MINIO_PORT}"],
             env=[
-                _secret_env("MINIO_ROOT_USER", secret, "minio-root-user"),
-                _secret_env("MINIO_ROOT_PASSWORD", secret, "minio-root-password"),
+                secret_env("MINIO_ROOT_USER", secret, "minio-root-user"),
+                secret_env("MINIO_ROOT_PASSWORD", secret, "minio-root-password"),
                 k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
             ],
             ports=[k8s.core.v1.ContainerPortArgs(name="s3", container_port=MINIO_PORT)],
@@ -403,13 +393,13 @@ class DataServices(pulumi.ComponentResource):
         return self._statefulset(MINIO, MINIO_UID, ic.minio_image, container, MINIO_PORT, [tmp_volume], ic.minio_storage)
 
     def _bucket_job(self, secret: pulumi.Input[str], minio: k8s.apps.v1.StatefulSet) -> k8s.batch.v1.Job:
-        s = self._s
+        d = self._data
         tmp_volume, tmp_mount = _scratch("tmp", "/tmp")
-        job_labels = labels(s.stack, BUCKET_INIT, image_version(s.data.in_cluster.minio_client_image))
+        job_labels = labels(self._stack.stack, BUCKET_INIT, image_version(d.in_cluster.minio_client_image))
         return k8s.batch.v1.Job(
             f"{self._name}-bucket",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=k8s_name("bundler-bucket", s.data.s3.bucket),
+                name=k8s_name("bundler-bucket", d.s3.bucket),
                 namespace=self._ns,
                 labels=job_labels,
                 annotations=REPLACE_UNREADY,
@@ -422,10 +412,10 @@ class DataServices(pulumi.ComponentResource):
                 containers=[
                     k8s.core.v1.ContainerArgs(
                         name="create-bucket",
-                        image=s.data.in_cluster.minio_client_image,
+                        image=d.in_cluster.minio_client_image,
                         # Idempotent: an existing bucket is success.
-                        command=["mc", "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{s.data.s3.bucket}"],
-                        env=[_secret_env("MC_HOST_local", secret, "mc-host")],
+                        command=["mc", "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{d.s3.bucket}"],
+                        env=[secret_env("MC_HOST_local", secret, "mc-host")],
                         volume_mounts=[tmp_mount],
                         security_context=container_security(),
                         resources=resources("50m", "200m", "32Mi", "128Mi"),

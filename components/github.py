@@ -14,7 +14,7 @@ from typing import Optional
 import pulumi
 import pulumi_github as github
 
-from components.config import Settings
+from components.settings.github import GithubSettings
 
 DEPLOY_BRANCH = "main"
 RELEASE_TAGS = "v*.*.*"
@@ -28,8 +28,10 @@ DEPLOY_REFS: dict[str, tuple[tuple[str, str], ...]] = {
 
 @dataclass(frozen=True)
 class GithubDeliveryArgs:
-    settings: Settings
-    """Validated stack settings (`github` section; validation guarantees repository, reviewers and token)."""
+    github: GithubSettings
+    """The delivery settings; validation guarantees repository, reviewers and token."""
+    image_repository: str
+    """The image repository the workflows build and promote (`IMAGE_REPOSITORY`)."""
 
 
 def _resource_name(text: str) -> str:
@@ -43,7 +45,7 @@ class GithubDelivery(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GithubDeliveryArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:GithubDelivery", name, None, opts)
-        s = args.settings.github
+        s = args.github
         owner, repository = str(s.repository).split("/", 1)
         provider = github.Provider(f"{name}-provider", owner=owner, token=s.token, opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, provider=provider)
@@ -111,7 +113,7 @@ class GithubDelivery(pulumi.ComponentResource):
                     value=value,
                     opts=child,
                 )
-        variables = {"IMAGE_REPOSITORY": args.settings.image.repository}
+        variables = {"IMAGE_REPOSITORY": args.image_repository}
         # The workflows address stacks as <PULUMI_ORG>/x402-bundler/<stack>.
         organization = pulumi.get_organization()
         if organization:

@@ -20,8 +20,8 @@ from typing import Optional
 import pulumi
 import pulumi_docker_build as docker_build
 
-from components.checks import repository_of
-from components.config import ImageSettings, Settings
+from components.settings.image import ImageSettings
+from components.settings.values import repository_of
 
 DIGEST_MARK = "@sha256:"
 # The upstream commit whose image the runtime test (tests/e2e) builds and runs end to end, and
@@ -34,8 +34,8 @@ GIT_CONTEXT_PREFIXES = ("https://", "git@", "git://")
 
 @dataclass(frozen=True)
 class BundlerImageArgs:
-    settings: Settings
-    """Validated stack settings (`image` section)."""
+    image: ImageSettings
+    """Where the image comes from and how it is built or promoted."""
 
 
 def platform_suffix(platform: str) -> str:
@@ -130,7 +130,7 @@ class BundlerImage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BundlerImageArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:BundlerImage", name, None, opts)
-        image = args.settings.image
+        image = args.image
         if image.mode == "build":
             self.ref = self._build(name, image)
         elif image.promote_ref:

@@ -12,15 +12,20 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import Settings
-from components.labels import API, k8s_name, labels, selector_labels
+from components.names import API, k8s_name, labels, selector_labels
+from components.settings.exposure import ExposureSettings
+from components.settings.stack import StackIdentity
 from components.workload import METRICS_PATH, BundlerProcess
 
 
 @dataclass(frozen=True)
 class ApiExposureArgs:
-    settings: Settings
-    """Validated stack settings (ingress and monitoring keys)."""
+    stack: StackIdentity
+    """Stack name and app version, for labels."""
+    exposure: ExposureSettings
+    """The Ingress and ServiceMonitor settings."""
+    public_url: str
+    """The API's public URL, exported as is."""
     namespace: pulumi.Input[str]
     """Namespace of the API."""
     service: BundlerProcess
@@ -32,9 +37,9 @@ class ApiExposure(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ApiExposureArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:ApiExposure", name, None, opts)
-        s, api = args.settings, args.service
+        s, api = args.exposure, args.service
         child = pulumi.ResourceOptions(parent=self)
-        meta_labels = labels(s.stack, API, s.app_version)
+        meta_labels = labels(args.stack.stack, API, args.stack.app_version)
         if api.service_name is None or api.port is None:
             raise ValueError("ApiExposure needs a process with a Service")
 
@@ -92,11 +97,11 @@ class ApiExposure(pulumi.ComponentResource):
                     name=k8s_name("bundler", API), namespace=args.namespace, labels=meta_labels
                 ),
                 spec={
-                    "selector": {"matchLabels": selector_labels(s.stack, API)},
+                    "selector": {"matchLabels": selector_labels(args.stack.stack, API)},
                     "endpoints": [{"port": "http", "path": METRICS_PATH, "interval": "30s"}],
                 },
                 opts=child,
             )
 
-        self.public_url = pulumi.Output.from_input(s.public_url)
+        self.public_url = pulumi.Output.from_input(args.public_url)
         self.register_outputs({"public_url": self.public_url})

@@ -14,18 +14,11 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import Settings
-from components.labels import (
-    MIGRATION,
-    REPLACE_UNREADY,
-    container_security,
-    content_hash,
-    k8s_name,
-    labels,
-    resources,
-    run_once_job_spec,
-)
-from components.secrets import PodEnvironment
+from components.app_config import PodEnvironment
+from components.names import MIGRATION, content_hash, k8s_name, labels, name_of
+from components.pod import REPLACE_UNREADY, container_security, process_resources, run_once_job_spec
+from components.settings.processes import MigrationSettings
+from components.settings.stack import StackIdentity
 
 # Margin over activeDeadlineSeconds for pulling the image and scheduling the pod.
 AWAIT_MARGIN_SECONDS = 300
@@ -33,8 +26,10 @@ AWAIT_MARGIN_SECONDS = 300
 
 @dataclass(frozen=True)
 class MigrationJobArgs:
-    settings: Settings
-    """Validated stack settings (timeout, retries, resources)."""
+    stack: StackIdentity
+    """Stack name and app version, for labels."""
+    migration: MigrationSettings
+    """Timeout, retries and resources."""
     namespace: pulumi.Input[str]
     """Namespace of the Job."""
     image: pulumi.Input[str]
@@ -47,14 +42,14 @@ class MigrationJobArgs:
     a component's `depends_on` is not inherited by its children."""
 
 
-def job_name(image: str, object_names: list[str], settings: Settings) -> str:
+def job_name(image: str, object_names: list[str], migration: MigrationSettings) -> str:
     """Named after what it runs: an unchanged image and config give the same Job (no diff),
     a new image gives a new Job, which Pulumi creates and awaits as a fresh migration run."""
-    m = settings.migration
+    m = migration.resources
     return k8s_name(
         "bundler-migrate",
         content_hash(
-            [image, object_names, settings.migration_timeout_seconds, settings.migration_backoff_limit,
+            [image, object_names, migration.timeout_seconds, migration.backoff_limit,
              m.cpu_request, m.cpu_limit, m.memory_request, m.memory_limit]
         ),
     )
@@ -65,10 +60,10 @@ class MigrationJob(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MigrationJobArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:MigrationJob", name, None, opts)
-        s, pod = args.settings, args.pod
-        meta_labels = labels(s.stack, MIGRATION, s.app_version)
+        m, pod = args.migration, args.pod
+        meta_labels = labels(args.stack.stack, MIGRATION, args.stack.app_version)
         name_output = pulumi.Output.all(args.image, pod.object_names).apply(
-            lambda v: job_name(v[0], v[1], s)
+            lambda v: job_name(v[0], v[1], m)
         )
         job = k8s.batch.v1.Job(
             f"{name}-job",
@@ -80,8 +75,8 @@ class MigrationJob(pulumi.ComponentResource):
             ),
             spec=run_once_job_spec(
                 pod_labels=meta_labels,
-                backoff_limit=s.migration_backoff_limit,
-                deadline_seconds=s.migration_timeout_seconds,
+                backoff_limit=m.backoff_limit,
+                deadline_seconds=m.timeout_seconds,
                 image_pull_secrets=pod.image_pull_secrets,
                 volumes=pod.volumes,
                 containers=[
@@ -100,10 +95,7 @@ class MigrationJob(pulumi.ComponentResource):
                         env_from=pod.env_from,
                         volume_mounts=pod.volume_mounts,
                         security_context=container_security(),
-                        resources=resources(
-                            s.migration.cpu_request, s.migration.cpu_limit,
-                            s.migration.memory_request, s.migration.memory_limit,
-                        ),
+                        resources=process_resources(m.resources),
                     )
                 ],
             ),
@@ -111,10 +103,10 @@ class MigrationJob(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.wait_for),
                 custom_timeouts=pulumi.CustomTimeouts(
-                    create=f"{s.migration_timeout_seconds + AWAIT_MARGIN_SECONDS}s",
-                    update=f"{s.migration_timeout_seconds + AWAIT_MARGIN_SECONDS}s",
+                    create=f"{m.timeout_seconds + AWAIT_MARGIN_SECONDS}s",
+                    update=f"{m.timeout_seconds + AWAIT_MARGIN_SECONDS}s",
                 ),
             ),
         )
-        self.job_name = job.metadata.apply(lambda m: str(m.name))
+        self.job_name = name_of(job)
         self.register_outputs({"job_name": self.job_name})

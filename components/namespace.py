@@ -12,14 +12,16 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import Settings
-from components.labels import labels
+from components.names import labels, name_of
+from components.settings.stack import StackIdentity
 
 
 @dataclass(frozen=True)
 class BundlerNamespaceArgs:
-    settings: Settings
-    """Validated stack settings (the namespace name comes from `namespace`)."""
+    stack: StackIdentity
+    """Stack name, namespace name and app version."""
+    protect: bool
+    """Kept on `pulumi destroy` with the data (`protectData`)."""
 
 
 class BundlerNamespace(pulumi.ComponentResource):
@@ -27,20 +29,19 @@ class BundlerNamespace(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BundlerNamespaceArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:BundlerNamespace", name, None, opts)
-        s = args.settings
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=s.namespace,
+                name=args.stack.namespace,
                 labels={
-                    **labels(s.stack, "namespace", s.app_version),
+                    **labels(args.stack.stack, "namespace", args.stack.app_version),
                     "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/enforce-version": "latest",
                     "pod-security.kubernetes.io/warn": "restricted",
                 },
             ),
             # Deleting a namespace deletes its PersistentVolumeClaims: protect it with the data.
-            opts=pulumi.ResourceOptions(parent=self, protect=s.data.protect),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        self.name = namespace.metadata.apply(lambda m: str(m.name))
+        self.name = name_of(namespace)
         self.register_outputs({"name": self.name})

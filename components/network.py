@@ -28,9 +28,8 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import Settings
 from components.data import MINIO_PORT
-from components.labels import (
+from components.names import (
     ADMIN,
     API,
     APP,
@@ -45,10 +44,12 @@ from components.labels import (
     k8s_name,
     labels,
 )
+from components.settings.data import DataSettings
+from components.settings.exposure import ExposureSettings
+from components.settings.stack import StackIdentity
 
 Rule = dict[str, Any]
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
-# Where Prometheus runs when `serviceMonitor` is on (kube-prometheus-stack's usual namespace).
 # Private, link-local and carrier-grade NAT ranges: where pods, Services, nodes and cloud
 # metadata live. "The internet" for API and workers is everything else.
 PRIVATE_RANGES = ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]
@@ -59,7 +60,7 @@ ANYWHERE = "0.0.0.0/0"
 DATA_CLIENTS: dict[str, tuple[str, ...]] = {
     API: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
     WORKERS: (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO),
-    # The admin's statistics cache is pointed at the queue Redis (components/secrets.py).
+    # The admin's statistics cache is pointed at the queue Redis (components/app_config.py).
     ADMIN: (POSTGRES, REDIS_QUEUE),
     MIGRATION: (POSTGRES,),
     BUCKET_INIT: (MINIO,),
@@ -68,16 +69,22 @@ DATA_CLIENTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class NetworkPoliciesArgs:
-    settings: Settings
-    """Validated stack settings (`network`, ports and data mode)."""
+    stack: StackIdentity
+    """Stack name (the pods' instance label) and app version."""
+    exposure: ExposureSettings
+    """Which peers may reach the API and the admin, and whether Prometheus scrapes the API."""
+    data: DataSettings
+    """Data mode and ports: which data services exist, and where the processes reach them."""
+    api_port: int
+    admin_port: int
     namespace: pulumi.Input[str]
     """Namespace whose pods the policies govern."""
 
 
-def pods(s: Settings, *components: str) -> Rule:
+def pods(stack: str, *components: str) -> Rule:
     """A podSelector for this stack's pods of the given components."""
     return {
-        "matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": instance(s.stack)},
+        "matchLabels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": instance(stack)},
         "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": sorted(components)}],
     }
 
@@ -90,25 +97,25 @@ def tcp(*ports: int) -> list[Rule]:
     return [{"protocol": "TCP", "port": p} for p in sorted(set(ports))]
 
 
-def s3_port(s: Settings) -> int:
+def s3_port(d: DataSettings) -> int:
     """MinIO's port in-cluster; externally the endpoint's port (AWS S3, without one: HTTPS)."""
-    if s.data.mode == "in-cluster":
+    if d.mode == "in-cluster":
         return MINIO_PORT
-    if not s.data.s3.endpoint:
+    if not d.s3.endpoint:
         return 443
-    url = urlsplit(s.data.s3.endpoint)
+    url = urlsplit(d.s3.endpoint)
     return url.port or (80 if url.scheme == "http" else 443)
 
 
-def data_ports(s: Settings) -> dict[str, int]:
-    return {POSTGRES: s.data.postgres.port, REDIS_CACHE: s.data.cache.port, REDIS_QUEUE: s.data.queue.port, MINIO: s3_port(s)}
+def data_ports(d: DataSettings) -> dict[str, int]:
+    return {POSTGRES: d.postgres.port, REDIS_CACHE: d.cache.port, REDIS_QUEUE: d.queue.port, MINIO: s3_port(d)}
 
 
-def _egress(s: Settings, client: str) -> list[Rule]:
-    ports = data_ports(s)
+def _egress(stack: str, d: DataSettings, client: str) -> list[Rule]:
+    ports = data_ports(d)
     services = DATA_CLIENTS[client]
-    if s.data.mode == "in-cluster":
-        rules = [{"to": [{"podSelector": pods(s, svc)}], "ports": tcp(ports[svc])} for svc in services]
+    if d.mode == "in-cluster":
+        rules = [{"to": [{"podSelector": pods(stack, svc)}], "ports": tcp(ports[svc])} for svc in services]
     else:
         rules = [{"to": [{"ipBlock": {"cidr": ANYWHERE}}], "ports": tcp(*(ports[svc] for svc in services))}]
     if client in (API, WORKERS):
@@ -116,10 +123,11 @@ def _egress(s: Settings, client: str) -> list[Rule]:
     return rules
 
 
-def policies(s: Settings) -> dict[str, Rule]:
+def policies(args: NetworkPoliciesArgs) -> dict[str, Rule]:
     """Policy name -> NetworkPolicy spec. Pure, so tests can evaluate it as a reachability table."""
-    in_cluster = s.data.mode == "in-cluster"
-    ports = data_ports(s)
+    s, d, stack = args.exposure, args.data, args.stack.stack
+    in_cluster = d.mode == "in-cluster"
+    ports = data_ports(d)
     specs: dict[str, Rule] = {
         "default-deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         "allow-dns": {
@@ -133,40 +141,40 @@ def policies(s: Settings) -> dict[str, Rule]:
             ],
         },
         "api-ingress": {
-            "podSelector": pods(s, API),
+            "podSelector": pods(stack, API),
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [namespace(s.network.ingress_namespace), {"podSelector": {}}], "ports": tcp(s.api_port)}],
+            "ingress": [{"from": [namespace(s.network.ingress_namespace), {"podSelector": {}}], "ports": tcp(args.api_port)}],
         },
     }
     if s.service_monitor:
         specs["api-metrics-ingress"] = {
-            "podSelector": pods(s, API),
+            "podSelector": pods(stack, API),
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [namespace(s.network.monitoring_namespace)], "ports": tcp(s.api_port)}],
+            "ingress": [{"from": [namespace(s.network.monitoring_namespace)], "ports": tcp(args.api_port)}],
         }
 
     admin_from: list[Rule] = [namespace(n) for n in sorted(s.network.admin_namespaces)]
     admin_from += [{"ipBlock": {"cidr": cidr}} for cidr in s.network.admin_cidrs]
     if admin_from:
         specs["admin-ingress"] = {
-            "podSelector": pods(s, ADMIN),
+            "podSelector": pods(stack, ADMIN),
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": admin_from, "ports": tcp(s.admin_port)}],
+            "ingress": [{"from": admin_from, "ports": tcp(args.admin_port)}],
         }
 
     if in_cluster:
         for service in (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO):
             clients = [c for c, needs in DATA_CLIENTS.items() if service in needs]
             specs[f"{service}-ingress"] = {
-                "podSelector": pods(s, service),
+                "podSelector": pods(stack, service),
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": pods(s, *clients)}], "ports": tcp(ports[service])}],
+                "ingress": [{"from": [{"podSelector": pods(stack, *clients)}], "ports": tcp(ports[service])}],
             }
 
     for client in DATA_CLIENTS:
         if client == BUCKET_INIT and not in_cluster:
             continue
-        specs[f"{client}-egress"] = {"podSelector": pods(s, client), "policyTypes": ["Egress"], "egress": _egress(s, client)}
+        specs[f"{client}-egress"] = {"podSelector": pods(stack, client), "policyTypes": ["Egress"], "egress": _egress(stack, d, client)}
     return specs
 
 
@@ -177,15 +185,14 @@ class NetworkPolicies(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NetworkPoliciesArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:NetworkPolicies", name, None, opts)
-        s = args.settings
         self.names = []
-        if s.network.enabled:
-            for policy, spec in policies(s).items():
+        if args.exposure.network.enabled:
+            for policy, spec in policies(args).items():
                 k8s.networking.v1.NetworkPolicy(
                     f"{name}-{policy}",
                     metadata=k8s.meta.v1.ObjectMetaArgs(
                         name=k8s_name("bundler", policy), namespace=args.namespace,
-                        labels=labels(s.stack, "network", s.app_version),
+                        labels=labels(args.stack.stack, "network", args.stack.app_version),
                     ),
                     spec=cast(k8s.networking.v1.NetworkPolicySpecArgsDict, spec),
                     opts=pulumi.ResourceOptions(parent=self),

@@ -18,18 +18,9 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ProcessSettings, Settings
-from components.labels import (
-    ADMIN,
-    API,
-    WORKERS,
-    container_security,
-    k8s_name,
-    labels,
-    pod_security,
-    resources,
-    selector_labels,
-)
+from components.app_config import PodEnvironment
+from components.names import ADMIN, API, WORKERS, k8s_name, labels, name_of, selector_labels
+from components.pod import container_security, exec_probe, http_probe, pod_spec, process_resources, tcp_probe
 from components.probes import (
     ADMIN_READINESS,
     API_READINESS,
@@ -38,7 +29,8 @@ from components.probes import (
     WORKER_READINESS,
     deep_probe,
 )
-from components.secrets import PodEnvironment
+from components.settings.processes import MAX_SURGE, ProbeSettings, ProcessesSettings, ProcessSettings
+from components.settings.stack import StackIdentity
 
 METRICS_PATH = "/bundler_metrics"
 
@@ -62,43 +54,29 @@ class ProcessSpec:
     metrics: bool = False
 
 
-def _http(path: str, port: int, s: Settings, failure_threshold: int) -> k8s.core.v1.ProbeArgs:
-    return k8s.core.v1.ProbeArgs(
-        http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port),
-        period_seconds=s.probes.period_seconds,
-        timeout_seconds=s.probes.timeout_seconds,
-        failure_threshold=failure_threshold,
-    )
+def _http(path: str, port: int, p: ProbeSettings, failure_threshold: int) -> k8s.core.v1.ProbeArgs:
+    return http_probe(path, port, p.period_seconds, p.timeout_seconds, failure_threshold)
 
 
-def _tcp(port: int, s: Settings, failure_threshold: int) -> k8s.core.v1.ProbeArgs:
-    return k8s.core.v1.ProbeArgs(
-        tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=port),
-        period_seconds=s.probes.period_seconds,
-        timeout_seconds=s.probes.timeout_seconds,
-        failure_threshold=failure_threshold,
-    )
+def _tcp(port: int, p: ProbeSettings, failure_threshold: int) -> k8s.core.v1.ProbeArgs:
+    return tcp_probe(port, p.period_seconds, p.timeout_seconds, failure_threshold)
 
 
-def _worker_process_alive(s: Settings) -> k8s.core.v1.ProbeArgs:
+def _worker_process_alive(p: ProbeSettings) -> k8s.core.v1.ProbeArgs:
     # The workers listen on nothing; the shallowest meaningful start-up signal is that the
     # worker entrypoint is running (busybox pgrep is in the image). Anchored, so dumb-init
     # (PID 1, whose command line ends with the same words) does not count as the worker.
-    return k8s.core.v1.ProbeArgs(
-        exec_=k8s.core.v1.ExecActionArgs(command=["pgrep", "-f", "^node lib/jobs/allWorkers.js"]),
-        period_seconds=5,
-        timeout_seconds=s.probes.timeout_seconds,
-        failure_threshold=12,
-    )
+    return exec_probe(["pgrep", "-f", "^node lib/jobs/allWorkers.js"], 5, p.timeout_seconds, 12)
 
 
 # Start-up allowance: 30 x period, so a slow first boot is not killed by liveness.
 STARTUP_FAILURES = 30
 
 
-def process_specs(s: Settings) -> list[ProcessSpec]:
+def process_specs(s: ProcessesSettings) -> list[ProcessSpec]:
     """API, workers and admin. Liveness never touches PostgreSQL: a database blip must not
     restart pods; readiness is the deep check."""
+    p = s.probes
     return [
         ProcessSpec(
             component=API,
@@ -107,9 +85,9 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
             port=s.api_port,
             # The API alone needs the drain preload: workers and admin handle SIGTERM.
             env=(("PORT", str(s.api_port)), ("NODE_OPTIONS", DRAIN_NODE_OPTIONS)),
-            startup_probe=_http("/health", s.api_port, s, STARTUP_FAILURES),
-            liveness_probe=_http("/health", s.api_port, s, s.probes.failure_threshold),
-            readiness_probe=deep_probe(API_READINESS, s.probes),
+            startup_probe=_http("/health", s.api_port, p, STARTUP_FAILURES),
+            liveness_probe=_http("/health", s.api_port, p, p.failure_threshold),
+            readiness_probe=deep_probe(API_READINESS, p),
             grace_period_seconds=s.api_grace_period_seconds,
             pre_stop_seconds=s.api_pre_stop_seconds,
             disruption_budget=s.api.replicas > 1,
@@ -120,11 +98,9 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
             args=("node", "lib/jobs/allWorkers.js"),
             resources=s.workers,
             port=None,
-            startup_probe=_worker_process_alive(s),
-            liveness_probe=deep_probe(
-                WORKER_LIVENESS, s.probes, failure_threshold=s.probes.worker_liveness_failure_threshold
-            ),
-            readiness_probe=deep_probe(WORKER_READINESS, s.probes),
+            startup_probe=_worker_process_alive(p),
+            liveness_probe=deep_probe(WORKER_LIVENESS, p, failure_threshold=p.worker_liveness_failure_threshold),
+            readiness_probe=deep_probe(WORKER_READINESS, p),
             grace_period_seconds=s.worker_grace_period_seconds,
         ),
         ProcessSpec(
@@ -132,9 +108,9 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
             args=("node", "admin-server.js"),
             resources=s.admin,
             port=s.admin_port,
-            startup_probe=_tcp(s.admin_port, s, STARTUP_FAILURES),
-            liveness_probe=_tcp(s.admin_port, s, s.probes.failure_threshold),
-            readiness_probe=deep_probe(ADMIN_READINESS, s.probes),
+            startup_probe=_tcp(s.admin_port, p, STARTUP_FAILURES),
+            liveness_probe=_tcp(s.admin_port, p, p.failure_threshold),
+            readiness_probe=deep_probe(ADMIN_READINESS, p),
             grace_period_seconds=30,
             disruption_budget=s.admin.replicas > 1,
         ),
@@ -143,8 +119,8 @@ def process_specs(s: Settings) -> list[ProcessSpec]:
 
 @dataclass(frozen=True)
 class BundlerProcessArgs:
-    settings: Settings
-    """Validated stack settings."""
+    stack: StackIdentity
+    """Stack name and app version for labels; prod spreads pods across nodes."""
     namespace: pulumi.Input[str]
     """Namespace of every object created here."""
     image: pulumi.Input[str]
@@ -168,11 +144,11 @@ class BundlerProcess(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BundlerProcessArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:BundlerProcess", name, None, opts)
-        s, spec, pod = args.settings, args.spec, args.pod
+        stack, spec, pod = args.stack, args.spec, args.pod
         child = pulumi.ResourceOptions(parent=self)
         object_name = k8s_name("bundler", spec.component)
-        meta_labels = labels(s.stack, spec.component, s.app_version)
-        selector = selector_labels(s.stack, spec.component)
+        meta_labels = labels(stack.stack, spec.component, stack.app_version)
+        selector = selector_labels(stack.stack, spec.component)
         self.port = spec.port
 
         annotations: dict[str, str] = {}
@@ -192,10 +168,7 @@ class BundlerProcess(pulumi.ComponentResource):
             env_from=pod.env_from,
             volume_mounts=pod.volume_mounts,
             security_context=container_security(),
-            resources=resources(
-                spec.resources.cpu_request, spec.resources.cpu_limit,
-                spec.resources.memory_request, spec.resources.memory_limit,
-            ),
+            resources=process_resources(spec.resources),
             startup_probe=spec.startup_probe,
             liveness_probe=spec.liveness_probe,
             readiness_probe=spec.readiness_probe,
@@ -222,21 +195,16 @@ class BundlerProcess(pulumi.ComponentResource):
                 # check before an old one is stopped.
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1),
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=MAX_SURGE),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=meta_labels, annotations=annotations or None),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        automount_service_account_token=False,
-                        # Service links would inject <SERVICE>_PORT-style variables that can
-                        # shadow the app's own settings.
-                        enable_service_links=False,
-                        security_context=pod_security(),
+                    spec=pod_spec(
+                        [container],
+                        pod.volumes,
                         image_pull_secrets=pod.image_pull_secrets,
                         termination_grace_period_seconds=spec.grace_period_seconds,
-                        topology_spread_constraints=_spread(selector) if s.is_prod else None,
-                        volumes=pod.volumes,
-                        containers=[container],
+                        topology_spread_constraints=_spread(selector) if stack.is_prod else None,
                     ),
                 ),
             ),
@@ -256,7 +224,7 @@ class BundlerProcess(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-            self.service_name = service.metadata.apply(lambda m: str(m.name))
+            self.service_name = name_of(service)
             port = spec.port
             self.internal_url = pulumi.Output.all(self.service_name, args.namespace).apply(
                 lambda v: f"http://{v[0]}.{v[1]}.svc.cluster.local:{port}"

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from components import config as config_module
-from components.config import ConfigError, Settings, load_settings
+from components.settings import ConfigError, Settings, load_settings
+from components.settings.reader import Reader
 from tools.harness import ROOT, placeholder_secrets, run_program
 
 
@@ -43,16 +43,16 @@ def jwk(bits: int = 4096, **changes: Any) -> str:
 
 def test_dev_stack_loads_as_a_local_testnet_deployment() -> None:
     s = settings_for("dev")
-    assert (s.environment, s.payment_network, s.data.mode, s.image.mode) == ("dev", "base-sepolia", "in-cluster", "build")
-    assert (s.api.replicas, s.workers.replicas, s.admin.replicas) == (1, 1, 1)
+    assert (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode) == ("dev", "base-sepolia", "in-cluster", "build")
+    assert (s.processes.api.replicas, s.processes.workers.replicas, s.processes.admin.replicas) == (1, 1, 1)
     assert s.data.protect is False
 
 
 def test_prod_stack_loads_as_a_mainnet_deployment_with_managed_services() -> None:
     s = settings_for("prod")
-    assert (s.environment, s.payment_network, s.data.mode, s.image.mode) == ("prod", "base", "external", "promote")
-    assert s.public_url.startswith("https://")
-    assert s.api.replicas > 1
+    assert (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode) == ("prod", "base", "external", "promote")
+    assert s.app.public_url.startswith("https://")
+    assert s.processes.api.replicas > 1
     assert s.data.protect is True
 
 
@@ -152,7 +152,7 @@ def test_connection_budget_error_itemises_the_peak_and_gives_the_fix() -> None:
 
 
 def test_connection_peak_counts_two_pools_per_app_process_the_admin_pool_surge_pods_and_probes() -> None:
-    from components.checks import connection_peak, peak_connections
+    from components.settings.budget import connection_peak, peak_connections
 
     peak = connection_peak({"api": 3, "workers": 2, "admin": 1, "migration": 1}, pool_max=12)
     assert peak == {
@@ -205,10 +205,10 @@ def test_a_letters_and_digits_database_password_is_accepted() -> None:
 
 
 def test_the_admin_key_is_used_only_with_an_optical_bridge() -> None:
-    assert settings_for("dev", secrets={"arIoAdminKey": "key-0123"}).ar_io_admin_key is None
+    assert settings_for("dev", secrets={"arIoAdminKey": "key-0123"}).app.ar_io_admin_key is None
     bridged = settings_for("dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"}, secrets={"arIoAdminKey": "key-0123"})
-    assert bridged.optical_bridge_url == "https://bridge.example.com"
-    assert bridged.ar_io_admin_key is not None
+    assert bridged.app.optical_bridge_url == "https://bridge.example.com"
+    assert bridged.app.ar_io_admin_key is not None
 
 
 def test_secret_values_never_appear_in_errors() -> None:
@@ -247,21 +247,21 @@ def _declared() -> dict[str, dict[str, Any]]:
 def test_every_key_the_program_reads_is_declared_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
     read: dict[str, Any] = {}
     for method in ("text", "choice", "integer", "boolean", "strings"):
-        original = getattr(config_module._Reader, method)
+        original = getattr(Reader, method)
 
         def recorder(self: Any, key: str, *rest: Any, _original: Any = original, **kw: Any) -> Any:
             bound = inspect.signature(_original).bind(self, key, *rest, **kw)
             read.setdefault(key, bound.arguments["default"])
             return _original(self, key, *rest, **kw)
 
-        monkeypatch.setattr(config_module._Reader, method, recorder)
-    original_secret = config_module._Reader.secret_text
+        monkeypatch.setattr(Reader, method, recorder)
+    original_secret = Reader.secret_text
 
     def secret_recorder(self: Any, key: str) -> Any:
         read.setdefault(key, "<secret>")
         return original_secret(self, key)
 
-    monkeypatch.setattr(config_module._Reader, "secret_text", secret_recorder)
+    monkeypatch.setattr(Reader, "secret_text", secret_recorder)
     for stack in ("dev", "prod"):
         settings_for(stack)
     settings_for("dev", overrides={"githubDelivery": True, "githubRepository": "o/r", "githubProdReviewerIds": [1]})

@@ -7,10 +7,10 @@ from typing import Any, Optional
 
 import pytest
 
-from components.checks import parse_redis_memory, pinned_image
-from components.config import load_settings
 from components.data import DataServices, DataServicesArgs, image_version, redis_memory
-from components.labels import BUCKET_INIT, DATA_COMPONENTS, selector_labels
+from components.names import BUCKET_INIT, DATA_COMPONENTS, selector_labels
+from components.settings import load_settings
+from components.settings.values import parse_redis_memory, pinned_image
 from tests.helpers import (
     CONFIG_MAP,
     DEPLOYMENT,
@@ -96,7 +96,8 @@ def test_storage_sizes_and_class_come_from_config() -> None:
 
 def test_external_mode_registers_no_kubernetes_object() -> None:
     def program() -> None:
-        DataServices("data", DataServicesArgs(settings=load_settings(), namespace="ns"))
+        settings = load_settings()
+        DataServices("data", DataServicesArgs(stack=settings.stack, data=settings.data, namespace="ns"))
 
     rec = run_program("prod", program=program)
     assert [r.type for r in rec.resources] == ["x402-bundler:index:DataServices"]

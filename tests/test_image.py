@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError
 from components.image import VERIFIED_UPSTREAM_COMMIT
+from components.settings import ConfigError
 from tests.helpers import DEPLOYMENT, JOB, PROMOTED, container, render
 from tools.harness import Recording, Registered, run_program
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.labels import BUCKET_INIT, BUNDLER_COMPONENTS, DATA_COMPONENTS, selector_labels
+from components.names import BUCKET_INIT, BUNDLER_COMPONENTS, DATA_COMPONENTS, selector_labels
 from components.probes import ADMIN_READINESS, API_READINESS, WORKER_READINESS
 from tests.helpers import render
 from tests.netpol import Endpoint, Policies, admits, reachable, selects

@@ -12,8 +12,8 @@ import pulumi
 import pulumi_random as random
 import pytest
 
-from components.config import load_settings
-from components.registry import GhcrPackage, GhcrPackageArgs
+from components.package_check import GhcrPackage, GhcrPackageArgs
+from components.settings import load_settings
 from tests.helpers import PROMOTED, render
 from tools.harness import GITHUB_REST, Recording, run_program
 
@@ -98,7 +98,10 @@ def isolated(image_ref: Callable[[], Any], answer: Answer, overrides: Optional[d
     """GhcrPackage alone, with a stand-in consumer of its checked `image_ref`."""
 
     def program() -> None:
-        package = GhcrPackage("pkg", GhcrPackageArgs(settings=load_settings(), image_ref=image_ref()))
+        settings = load_settings()
+        package = GhcrPackage(
+            "pkg", GhcrPackageArgs(image=settings.image, github_token=settings.github.token, image_ref=image_ref())
+        )
         random.RandomId("consumer", byte_length=4, keepers={"image": package.image_ref})
 
     return run_program("dev", overrides=overrides, call_results=answer, program=program, raise_errors=False)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from components.app_config import WALLET_FILE
 from components.probes import DRAIN_SCRIPT_PATH, MOUNT_PATH, SCRIPT_PATH
-from components.secrets import WALLET_FILE
 from tests.helpers import (
     APP_PROCESSES,
     CONFIG_MAP,

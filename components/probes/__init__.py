@@ -23,12 +23,14 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ProbeSettings, Settings
-from components.labels import content_named, labels
+from components.names import PROJECT, content_named, labels, name_of
+from components.pod import exec_probe
+from components.settings.processes import ProbeSettings
+from components.settings.stack import StackIdentity
 
 SCRIPT = Path(__file__).with_name("deep-check.js")
 DRAIN_SCRIPT = Path(__file__).with_name("graceful-shutdown.js")
-MOUNT_PATH = "/opt/x402-bundler-probes"
+MOUNT_PATH = f"/opt/{PROJECT}-probes"
 SCRIPT_PATH = f"{MOUNT_PATH}/deep-check.js"
 DRAIN_SCRIPT_PATH = f"{MOUNT_PATH}/graceful-shutdown.js"
 # Loaded before the API's own code, so its http.Server is tracked from the first listen().
@@ -40,8 +42,8 @@ NODE_START_MS = 1000
 
 @dataclass(frozen=True)
 class ProbeScriptArgs:
-    settings: Settings
-    """Validated stack settings (probe timings)."""
+    stack: StackIdentity
+    """Stack name and app version, for labels."""
     namespace: pulumi.Input[str]
     """Namespace of the ConfigMap."""
 
@@ -56,19 +58,18 @@ class ProbeScript(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ProbeScriptArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:ProbeScript", name, None, opts)
-        s = args.settings
         data = {"deep-check.js": SCRIPT.read_text(), "graceful-shutdown.js": DRAIN_SCRIPT.read_text()}
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-script",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=content_named("bundler-probes", data),
                 namespace=args.namespace,
-                labels=labels(s.stack, "probes", s.app_version),
+                labels=labels(args.stack.stack, "probes", args.stack.app_version),
             ),
             data=data,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.config_map_name = config_map.metadata.apply(lambda m: str(m.name))
+        self.config_map_name = name_of(config_map)
         self.volume = k8s.core.v1.VolumeArgs(
             name="probes",
             config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=self.config_map_name, default_mode=0o444),
@@ -84,11 +85,11 @@ def deep_check_command(checks: Sequence[str], timeout_seconds: int) -> list[str]
 
 def deep_probe(checks: Sequence[str], p: ProbeSettings, failure_threshold: Optional[int] = None) -> k8s.core.v1.ProbeArgs:
     """An exec probe running the deep check; a blip shorter than threshold x period never flips it."""
-    return k8s.core.v1.ProbeArgs(
-        exec_=k8s.core.v1.ExecActionArgs(command=deep_check_command(checks, p.timeout_seconds)),
-        period_seconds=p.period_seconds,
-        timeout_seconds=p.timeout_seconds,
-        failure_threshold=failure_threshold or p.failure_threshold,
+    return exec_probe(
+        deep_check_command(checks, p.timeout_seconds),
+        p.period_seconds,
+        p.timeout_seconds,
+        failure_threshold or p.failure_threshold,
         success_threshold=1,
     )
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from components import checks
+from components.settings.budget import connection_peak
 from tests.e2e import outside
 from tests.e2e.cluster import Cluster
 from tests.e2e.images import ImageSet
@@ -494,7 +494,7 @@ class StackTest:
         sampler.join()
         replicas = {w.component: int(w.obj.manifest["spec"].get("replicas", 1))
                     for w in self.cluster.workloads.values() if w.obj.kind == "Deployment"}
-        budget = checks.connection_peak(replicas, int(self.cluster.config()["DB_POOL_MAX"]))
+        budget = connection_peak(replicas, int(self.cluster.config()["DB_POOL_MAX"]))
         total = sum(v["total"] for v in budget.values())
         pods = {p.ip: p.name for w in self.cluster.workloads.values() for p in w.pods}
         named = ", ".join(f"{pods.get(ip, ip)} {n}" for ip, n in sorted(by_client.items()))

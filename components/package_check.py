@@ -15,15 +15,17 @@ from typing import Optional
 import pulumi
 import pulumi_github as github
 
-from components.config import ImageSettings, Settings
+from components.settings.image import ImageSettings
 
 NOT_FOUND = "not-found"
 
 
 @dataclass(frozen=True)
 class GhcrPackageArgs:
-    settings: Settings
-    """Validated stack settings (`image` and `github` sections)."""
+    image: ImageSettings
+    """The repository, its owner and the visibility the stack declares."""
+    github_token: Optional[pulumi.Output[str]]
+    """Reads the package (read:packages); without it the provider's default credentials."""
     image_ref: pulumi.Input[str]
     """The pushed (or promoted) image; the package is read once it exists."""
 
@@ -92,7 +94,7 @@ class GhcrPackage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GhcrPackageArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:GhcrPackage", name, None, opts)
-        image, token = args.settings.image, args.settings.github.token
+        image, token = args.image, args.github_token
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
         if token is not None:
             provider = github.Provider(f"{name}-github", token=token, opts=pulumi.ResourceOptions(parent=self))

@@ -1,4 +1,5 @@
-"""Wallets, credentials, registry pull access and the app's plain settings.
+"""The app's configuration objects: its settings ConfigMap, the credentials, wallet and image
+pull Secrets, and what each bundler container receives from them.
 
 Answers seed risk 2 (wallet files must exist before the container starts: here they are a
 Secret mounted read-only as files, never env vars) and risk 9 (private image pulls: a
@@ -6,8 +7,8 @@ Secret mounted read-only as files, never env vars) and risk 9 (private image pul
 upstream trap that the docs say `ARWEAVE_WALLET_FILE` while the code reads `TURBO_JWK_FILE`,
 which points to the mounted file.
 
-`AppConfiguration.pod_environment` is the one place that decides what each bundler container
-receives: the shared settings, plus only the credentials, files and overrides its process reads.
+`pod_environment` is the one place that decides what each bundler container receives: the
+shared settings, plus only the credentials, files and overrides its process reads.
 """
 
 from __future__ import annotations
@@ -15,26 +16,28 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.config import Settings
 from components.endpoints import DataEndpoints
-from components.labels import ADMIN, API, MIGRATION, WORKERS, content_named, labels
+from components.names import ADMIN, API, MIGRATION, PROJECT, WORKERS, content_named, labels, name_of
+from components.pod import secret_env
+from components.probes import ProbeScript
+from components.settings.app import AppSettings
+from components.settings.data import PostgresSettings
+from components.settings.image import ImageSettings
+from components.settings.stack import StackIdentity
 
-if TYPE_CHECKING:
-    from components.probes import ProbeScript
-
-WALLET_DIR = "/var/run/secrets/x402-bundler"
+WALLET_DIR = f"/var/run/secrets/{PROJECT}"
 WALLET_FILE = f"{WALLET_DIR}/wallet.json"
 RAW_DATA_WALLET_FILE = f"{WALLET_DIR}/raw-data-wallet.json"
 # The API and the workers create FS_DATA_PATH at import and keep a file-system backup of uploads
 # there; unset, it is /app/upload-service-data on the read-only root, and the workers crash-loop.
 # Outside /app so the volume never shadows anything the image ships.
-UPLOAD_DATA_DIR = "/var/lib/x402-bundler"
+UPLOAD_DATA_DIR = f"/var/lib/{PROJECT}"
 FS_DATA_PATH = f"{UPLOAD_DATA_DIR}/upload-service-data"
 # Read-only for the owner; with fsGroup 1001 the kubelet adds group read, so uid 1001 reads it.
 WALLET_FILE_MODE = 0o400
@@ -78,16 +81,25 @@ class PodEnvironment:
 
 @dataclass(frozen=True)
 class AppConfigurationArgs:
-    settings: Settings
-    """Validated stack settings."""
+    stack: StackIdentity
+    """Stack name and app version, for labels."""
+    app: AppSettings
+    """Wallets, payments and the app's own settings."""
+    postgres: PostgresSettings
+    """The knex pool sizes (`dbPoolMin`, `dbPoolMax`) every process is given."""
+    image: ImageSettings
+    """Registry, owner, visibility and pull token: the pull Secret, when the package is private."""
+    admin_port: int
+    """Where the admin dashboard listens (`BULL_BOARD_PORT`)."""
     namespace: pulumi.Input[str]
     """Namespace of every object created here."""
     endpoints: DataEndpoints
     """Connection settings of PostgreSQL, both Redis and S3, whichever mode provides them."""
 
 
-def app_settings(s: Settings, e: DataEndpoints) -> dict[str, pulumi.Input[str]]:
+def app_settings(args: AppConfigurationArgs) -> dict[str, pulumi.Input[str]]:
     """The non-secret environment, shared by the API, workers, admin and the migration Job."""
+    s, e = args.app, args.endpoints
     data: dict[str, pulumi.Input[str]] = {
         "NODE_ENV": "production",
         "LOG_LEVEL": s.log_level,
@@ -100,8 +112,8 @@ def app_settings(s: Settings, e: DataEndpoints) -> dict[str, pulumi.Input[str]]:
         "DB_PORT": str(e.db_port),
         "DB_USER": e.db_user,
         "DB_DATABASE": e.db_database,
-        "DB_POOL_MIN": str(s.data.postgres.pool_min),
-        "DB_POOL_MAX": str(s.data.postgres.pool_max),
+        "DB_POOL_MIN": str(args.postgres.pool_min),
+        "DB_POOL_MAX": str(args.postgres.pool_max),
         "POSTGRES_VERSION": "16",
         "ELASTICACHE_HOST": e.cache_host,
         "ELASTICACHE_PORT": str(e.cache_port),
@@ -122,7 +134,7 @@ def app_settings(s: Settings, e: DataEndpoints) -> dict[str, pulumi.Input[str]]:
         # arweave.net whatever arweaveGateway says.
         "ARWEAVE_UPLOAD_NODE": s.arweave_gateway,
         "ADMIN_USERNAME": s.admin_username,
-        "BULL_BOARD_PORT": str(s.admin_port),
+        "BULL_BOARD_PORT": str(args.admin_port),
         "FS_DATA_PATH": FS_DATA_PATH,
         # Shown by /v1/info as the payment address.
         "ETHEREUM_ADDRESS": s.payment_address,
@@ -153,13 +165,16 @@ class AppConfiguration(pulumi.ComponentResource):
     pull_secret_name: Optional[pulumi.Output[str]]
     admin_password: pulumi.Output[str]
     secret_names: pulumi.Output[dict[str, Any]]
+    inputs: AppConfigurationArgs
+    """What it was built from; `pod_environment` reads the wallets, limits and endpoints."""
+    credential_keys: frozenset[str]
+    """The keys the credentials Secret holds (optional credentials only when set)."""
 
     def __init__(self, name: str, args: AppConfigurationArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:AppConfiguration", name, None, opts)
-        s, e = args.settings, args.endpoints
+        s, e = args.app, args.endpoints
         child = pulumi.ResourceOptions(parent=self)
-        self._settings = s
-        self._endpoints = e
+        self.inputs = args
 
         if s.admin_password is not None:
             self.admin_password = s.admin_password
@@ -171,10 +186,10 @@ class AppConfiguration(pulumi.ComponentResource):
             return k8s.meta.v1.ObjectMetaArgs(
                 name=content_named(base, data),
                 namespace=args.namespace,
-                labels=labels(s.stack, "config", s.app_version),
+                labels=labels(args.stack.stack, "config", args.stack.app_version),
             )
 
-        settings_data = app_settings(s, e)
+        settings_data = app_settings(args)
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-settings", metadata=metadata("bundler-settings", settings_data), data=settings_data, opts=child
         )
@@ -193,7 +208,7 @@ class AppConfiguration(pulumi.ComponentResource):
         ):
             if value is not None:
                 credentials[key] = value
-        self._credential_keys = set(credentials)
+        self.credential_keys = frozenset(credentials)
         credentials_secret = k8s.core.v1.Secret(
             f"{name}-credentials",
             metadata=metadata("bundler-credentials", credentials),
@@ -214,10 +229,11 @@ class AppConfiguration(pulumi.ComponentResource):
         )
 
         self.pull_secret_name = None
-        if s.image.visibility == "private" and s.image.pull_token is not None:
-            username = s.image.registry_username or s.image.owner
-            dockerconfig: pulumi.Output[str] = s.image.pull_token.apply(
-                lambda token: _dockerconfigjson(s.image.registry, username, token)
+        image = args.image
+        if image.visibility == "private" and image.pull_token is not None:
+            username = image.registry_username or image.owner
+            dockerconfig: pulumi.Output[str] = image.pull_token.apply(
+                lambda token: _dockerconfigjson(image.registry, username, token)
             )
             pull_secret = k8s.core.v1.Secret(
                 f"{name}-image-pull",
@@ -226,11 +242,11 @@ class AppConfiguration(pulumi.ComponentResource):
                 string_data={".dockerconfigjson": dockerconfig},
                 opts=child,
             )
-            self.pull_secret_name = pull_secret.metadata.apply(lambda m: str(m.name))
+            self.pull_secret_name = name_of(pull_secret)
 
-        self.config_map_name = config_map.metadata.apply(lambda m: str(m.name))
-        self.credentials_secret_name = credentials_secret.metadata.apply(lambda m: str(m.name))
-        self.wallet_secret_name = wallet_secret.metadata.apply(lambda m: str(m.name))
+        self.config_map_name = name_of(config_map)
+        self.credentials_secret_name = name_of(credentials_secret)
+        self.wallet_secret_name = name_of(wallet_secret)
         self.secret_names = pulumi.Output.all(
             self.wallet_secret_name, self.credentials_secret_name, self.pull_secret_name
         ).apply(lambda n: {"wallet": n[0], "credentials": n[1], "imagePull": n[2]})
@@ -242,78 +258,74 @@ class AppConfiguration(pulumi.ComponentResource):
             }
         )
 
-    def pod_environment(self, probes: ProbeScript, component: str) -> PodEnvironment:
-        """The env, volumes and mounts of one bundler container: `api`, `workers`, `admin` or
-        `migration`. The ConfigMap is shared; the rest is what that process reads."""
-        s, e = self._settings, self._endpoints
-        runs_app = component != MIGRATION
-        env = [k8s.core.v1.EnvVarArgs(name="TURBO_JWK_FILE", value=WALLET_FILE)]
-        if runs_app:
-            # Read by no code of the app, only by upstream's scripts; kept for operators who
-            # follow upstream's docs, which name it.
-            env.append(k8s.core.v1.EnvVarArgs(name="ARWEAVE_WALLET_FILE", value=WALLET_FILE))
-            if s.raw_data_wallet is not None:
-                env += [
-                    k8s.core.v1.EnvVarArgs(name="RAW_DATA_ITEM_JWK_FILE", value=RAW_DATA_WALLET_FILE),
-                    k8s.core.v1.EnvVarArgs(name="RAW_DATA_UPLOADS_ENABLED", value="true"),
-                ]
-        if component == ADMIN:
-            # admin/statsCollector.js caches its statistics in the Redis at ELASTICACHE_HOST/PORT
-            # but sends no password and no TLS, which the cache Redis requires. The queue Redis
-            # takes neither; one key with a 30 s TTL is all it stores there. Container env wins
-            # over the ConfigMap's envFrom, and the admin's redis-cache probe follows it.
+
+def pod_environment(config: AppConfiguration, probes: ProbeScript, component: str) -> PodEnvironment:
+    """The env, volumes and mounts of one bundler container: `api`, `workers`, `admin` or
+    `migration`. The ConfigMap is shared; the rest is what that process reads."""
+    s, e = config.inputs.app, config.inputs.endpoints
+    runs_app = component != MIGRATION
+    env = [k8s.core.v1.EnvVarArgs(name="TURBO_JWK_FILE", value=WALLET_FILE)]
+    if runs_app:
+        # Read by no code of the app, only by upstream's scripts; kept for operators who
+        # follow upstream's docs, which name it.
+        env.append(k8s.core.v1.EnvVarArgs(name="ARWEAVE_WALLET_FILE", value=WALLET_FILE))
+        if s.raw_data_wallet is not None:
             env += [
-                k8s.core.v1.EnvVarArgs(name="ELASTICACHE_HOST", value=e.queue_host),
-                k8s.core.v1.EnvVarArgs(name="ELASTICACHE_PORT", value=str(e.queue_port)),
-                k8s.core.v1.EnvVarArgs(name="ELASTICACHE_USE_TLS", value="false"),
+                k8s.core.v1.EnvVarArgs(name="RAW_DATA_ITEM_JWK_FILE", value=RAW_DATA_WALLET_FILE),
+                k8s.core.v1.EnvVarArgs(name="RAW_DATA_UPLOADS_ENABLED", value="true"),
             ]
+    if component == ADMIN:
+        # admin/statsCollector.js caches its statistics in the Redis at ELASTICACHE_HOST/PORT
+        # but sends no password and no TLS, which the cache Redis requires. The queue Redis
+        # takes neither; one key with a 30 s TTL is all it stores there. Container env wins
+        # over the ConfigMap's envFrom, and the admin's redis-cache probe follows it.
         env += [
-            k8s.core.v1.EnvVarArgs(
-                name=var,
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=self.credentials_secret_name, key=SECRET_ENV[var])
-                ),
-            )
-            for var in SECRETS_READ_BY[component]
-            if SECRET_ENV[var] in self._credential_keys
+            k8s.core.v1.EnvVarArgs(name="ELASTICACHE_HOST", value=e.queue_host),
+            k8s.core.v1.EnvVarArgs(name="ELASTICACHE_PORT", value=str(e.queue_port)),
+            k8s.core.v1.EnvVarArgs(name="ELASTICACHE_USE_TLS", value="false"),
         ]
-        volumes = [
-            k8s.core.v1.VolumeArgs(
-                name="wallets",
-                secret=k8s.core.v1.SecretVolumeSourceArgs(
-                    secret_name=self.wallet_secret_name, default_mode=WALLET_FILE_MODE
-                ),
+    env += [
+        secret_env(var, config.credentials_secret_name, SECRET_ENV[var])
+        for var in SECRETS_READ_BY[component]
+        if SECRET_ENV[var] in config.credential_keys
+    ]
+    volumes = [
+        k8s.core.v1.VolumeArgs(
+            name="wallets",
+            secret=k8s.core.v1.SecretVolumeSourceArgs(
+                secret_name=config.wallet_secret_name, default_mode=WALLET_FILE_MODE
             ),
-            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")),
+        ),
+        k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")),
+    ]
+    mounts = [
+        k8s.core.v1.VolumeMountArgs(name="wallets", mount_path=WALLET_DIR, read_only=True),
+        k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+    ]
+    names = [config.config_map_name, config.credentials_secret_name, config.wallet_secret_name]
+    if runs_app:
+        volumes += [
+            k8s.core.v1.VolumeArgs(
+                name="upload-data",
+                empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=s.upload_data_size_limit),
+            ),
+            probes.volume,
         ]
-        mounts = [
-            k8s.core.v1.VolumeMountArgs(name="wallets", mount_path=WALLET_DIR, read_only=True),
-            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+        mounts += [
+            k8s.core.v1.VolumeMountArgs(name="upload-data", mount_path=UPLOAD_DATA_DIR),
+            probes.volume_mount,
         ]
-        names = [self.config_map_name, self.credentials_secret_name, self.wallet_secret_name]
-        if runs_app:
-            volumes += [
-                k8s.core.v1.VolumeArgs(
-                    name="upload-data",
-                    empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=s.upload_data_size_limit),
-                ),
-                probes.volume,
-            ]
-            mounts += [
-                k8s.core.v1.VolumeMountArgs(name="upload-data", mount_path=UPLOAD_DATA_DIR),
-                probes.volume_mount,
-            ]
-            names.append(probes.config_map_name)
-        pull = [] if self.pull_secret_name is None else [k8s.core.v1.LocalObjectReferenceArgs(name=self.pull_secret_name)]
-        return PodEnvironment(
-            env=env,
-            env_from=[
-                k8s.core.v1.EnvFromSourceArgs(
-                    config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=self.config_map_name)
-                )
-            ],
-            volumes=volumes,
-            volume_mounts=mounts,
-            image_pull_secrets=pull,
-            object_names=pulumi.Output.all(*names).apply(list),
-        )
+        names.append(probes.config_map_name)
+    pull = [] if config.pull_secret_name is None else [k8s.core.v1.LocalObjectReferenceArgs(name=config.pull_secret_name)]
+    return PodEnvironment(
+        env=env,
+        env_from=[
+            k8s.core.v1.EnvFromSourceArgs(
+                config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=config.config_map_name)
+            )
+        ],
+        volumes=volumes,
+        volume_mounts=mounts,
+        image_pull_secrets=pull,
+        object_names=pulumi.Output.all(*names).apply(list),
+    )

@@ -1,0 +1,130 @@
+"""Image: where the bundler image comes from (built here, or a digest promoted from the stack
+that built it), the registry credentials, and the package visibility the stack declares."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal, Optional
+
+import pulumi
+
+from components.names import PROJECT
+from components.settings.reader import Problem, Reader, list_command, secret, set_command
+from components.settings.values import pinned_image, repository_of
+
+ImageMode = Literal["build", "promote"]
+Visibility = Literal["public", "private"]
+SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64")
+_GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    mode: ImageMode
+    repository: str
+    context: str
+    git_ref: Optional[str]
+    version: str
+    platforms: tuple[str, ...]
+    cache_version: int
+    build_on_preview: bool
+    promote_stack: Optional[str]
+    promote_ref: Optional[str]
+    registry_username: Optional[str]
+    push_token: Optional[pulumi.Output[str]]
+    visibility: Visibility
+    owner_type: Literal["org", "user"]
+    pull_token: Optional[pulumi.Output[str]]
+
+    @property
+    def registry(self) -> str:
+        return self.repository.split("/", 1)[0]
+
+    @property
+    def owner(self) -> str:
+        return self.repository.split("/")[1]
+
+    @property
+    def package(self) -> str:
+        return self.repository.split("/", 2)[2]
+
+    @property
+    def source_url(self) -> str:
+        """Repository whose package this is (org.opencontainers.image.source)."""
+        return f"https://github.com/{self.owner}/{self.package.split('/')[0]}"
+
+
+def ghcr_repository(image: ImageSettings) -> list[Problem]:
+    """Both modes: the pull Secret, the package check and the labels all name this repository."""
+    if _GHCR_REPO.fullmatch(image.repository):
+        return []
+    return [Problem("imageRepository", f"'{image.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase).", set_command("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler"))]
+
+
+def build_mode(image: ImageSettings, has_push_token: bool) -> list[Problem]:
+    """A build is reproducible (a pinned commit), on a supported platform, and can push."""
+    if image.mode != "build":
+        return []
+    problems: list[Problem] = []
+    is_git = image.context.startswith(("https://", "git@", "git://"))
+    if is_git and not (image.git_ref and re.fullmatch(r"[0-9a-f]{40}", image.git_ref)):
+        problems.append(Problem("imageGitRef", "must be a full 40-hex commit when imageContext is a Git URL: a branch or tag can move.", set_command("imageGitRef", "<commit sha>")))
+    if not image.platforms or any(p not in SUPPORTED_PLATFORMS for p in image.platforms):
+        problems.append(Problem("imagePlatforms", f"must be a non-empty subset of {', '.join(SUPPORTED_PLATFORMS)}.", list_command("imagePlatforms", "linux/amd64")))
+    if not has_push_token:
+        problems.append(Problem("registryPushToken", "is required in build mode (a token with write:packages, to push to GHCR).", set_command("registryPushToken", "<token>", secret=True)))
+    if not image.registry_username:
+        problems.append(Problem("registryUsername", "is required in build mode (the GitHub user that owns registryPushToken).", set_command("registryUsername", "<github user>")))
+    if image.version in ("", "latest"):
+        problems.append(Problem("appVersion", f"'{image.version}' is not a version; images are tagged with it.", set_command("appVersion", "1.0.0")))
+    return problems
+
+
+def promote_mode(image: ImageSettings) -> list[Problem]:
+    """A promotion names exactly one source, pinned by digest, in imageRepository."""
+    if image.mode != "promote":
+        return []
+    problems: list[Problem] = []
+    if bool(image.promote_stack) == bool(image.promote_ref):
+        problems.append(Problem("imagePromoteStack", "promote mode needs exactly one source: imagePromoteStack (a stack that built the image) or imageRef (repository@sha256:...).", set_command("imagePromoteStack", f"<org>/{PROJECT}/dev")))
+    if image.promote_ref:
+        problems.extend(pinned_image("imageRef", image.promote_ref, allow_exact_version=False))
+        if image.repository and repository_of(image.promote_ref) != image.repository:
+            problems.append(Problem("imageRef", f"'{image.promote_ref}' is not in imageRepository ({image.repository}): the pull Secret and the package check are for that repository.", set_command("imageRef", f"{image.repository}@sha256:<64 hex digits>")))
+    return problems
+
+
+def private_pull(image: ImageSettings, has_pull_token: bool) -> list[Problem]:
+    if image.visibility == "private" and not has_pull_token:
+        return [Problem("registryPullToken", "is required when ghcrVisibility is private: the cluster cannot pull without it (a read:packages token).", set_command("registryPullToken", "<read-only token>", secret=True))]
+    return []
+
+
+def read_image(r: Reader) -> ImageSettings:
+    mode: ImageMode = r.choice("imageMode", ("build", "promote"), "build")  # type: ignore[assignment]
+    visibility: Visibility = r.choice("ghcrVisibility", ("public", "private"), "private")  # type: ignore[assignment]
+    image = ImageSettings(
+        mode=mode,
+        repository=r.text("imageRepository", ""),
+        context=r.text("imageContext", "https://github.com/vilenarios/ar-io-x402-bundler.git"),
+        git_ref=r.text("imageGitRef", None),
+        version=r.text("appVersion", "0.0.0-dev"),
+        platforms=r.strings("imagePlatforms", SUPPORTED_PLATFORMS),
+        cache_version=r.integer("imageCacheVersion", 1, minimum=1, maximum=10_000),
+        build_on_preview=r.boolean("imageBuildOnPreview", False),
+        promote_stack=r.text("imagePromoteStack", None),
+        promote_ref=r.text("imageRef", None),
+        registry_username=r.text("registryUsername", None),
+        push_token=None,
+        visibility=visibility,
+        owner_type=r.choice("ghcrOwnerType", ("org", "user"), "org"),  # type: ignore[arg-type]
+        pull_token=None,
+    )
+    push_token = r.secret_text("registryPushToken")
+    pull_token = r.secret_text("registryPullToken")
+    r.report(ghcr_repository(image))
+    r.report(build_mode(image, push_token is not None))
+    r.report(promote_mode(image))
+    r.report(private_pull(image, pull_token is not None))
+    return replace(image, push_token=secret(push_token), pull_token=secret(pull_token))
