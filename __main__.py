@@ -7,7 +7,7 @@ settings section and the stack identity.
 
 import pulumi
 
-from components.app_config import AppConfiguration, AppConfigurationArgs, pod_environment
+from components.app_config import AppConfiguration, AppConfigurationArgs
 from components.data import DataServices, DataServicesArgs
 from components.github import GithubDelivery, GithubDeliveryArgs
 from components.image import BundlerImage, BundlerImageArgs
@@ -18,6 +18,7 @@ from components.namespace import BundlerNamespace, BundlerNamespaceArgs
 from components.network import NetworkPolicies, NetworkPoliciesArgs
 from components.package_check import GhcrPackage, GhcrPackageArgs
 from components.probes import ProbeScript, ProbeScriptArgs
+from components.process_env import pod_environment
 from components.settings import load_settings
 from components.workload import BundlerProcess, BundlerProcessArgs, process_specs
 

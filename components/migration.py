@@ -14,9 +14,9 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.app_config import PodEnvironment
 from components.names import MIGRATION, content_hash, k8s_name, labels, name_of
 from components.pod import REPLACE_UNREADY, container_security, process_resources, run_once_job_spec
+from components.process_env import PodEnvironment
 from components.settings.processes import MigrationSettings
 from components.settings.stack import StackIdentity
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.data import MINIO_PORT
+from components.data_containers import MINIO_PORT
 from components.names import (
     ADMIN,
     API,

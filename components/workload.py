@@ -18,7 +18,6 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.app_config import PodEnvironment
 from components.names import ADMIN, API, WORKERS, k8s_name, labels, name_of, selector_labels
 from components.pod import container_security, exec_probe, http_probe, pod_spec, process_resources, tcp_probe
 from components.probes import (
@@ -29,6 +28,7 @@ from components.probes import (
     WORKER_READINESS,
     deep_probe,
 )
+from components.process_env import PodEnvironment
 from components.settings.processes import MAX_SURGE, ProbeSettings, ProcessesSettings, ProcessSettings
 from components.settings.stack import StackIdentity
 

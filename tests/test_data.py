@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 import pytest
 
-from components.data import DataServices, DataServicesArgs, image_version, redis_memory
+from components.data import DataServices, DataServicesArgs
+from components.data_containers import image_version, redis_memory
 from components.names import BUCKET_INIT, DATA_COMPONENTS, selector_labels
 from components.settings import load_settings
 from components.settings.values import parse_redis_memory, pinned_image
