@@ -20,6 +20,7 @@ from typing import Optional
 import pulumi
 import pulumi_docker_build as docker_build
 
+from components.names import PROJECT
 from components.settings.image import ImageSettings
 from components.settings.values import repository_of
 
@@ -110,15 +111,15 @@ def require_digest(ref: Optional[str], source: str, repository: str = "") -> str
     if not ref or DIGEST_MARK not in ref:
         raise pulumi.RunError(
             f"{source} gave image reference {ref!r}, which is not pinned by digest (expected repository@sha256:...). "
-            "Deploy only digests: run `pulumi up` on the building stack first, or set x402-bundler:imageRef."
+            f"Deploy only digests: run `pulumi up` on the building stack first, or set {PROJECT}:imageRef."
         )
     name, digest = repository_of(ref), ref.split("@", 1)[1]
     if repository and name != repository:
         # The pull Secret and the GHCR visibility check are for imageRepository: an image from
         # elsewhere would deploy unchecked, or not pull at all.
         raise pulumi.RunError(
-            f"{source} gave {name}@{digest}, which is not in x402-bundler:imageRepository ({repository}). "
-            f"Promote an image of {repository}, or set x402-bundler:imageRepository {name}."
+            f"{source} gave {name}@{digest}, which is not in {PROJECT}:imageRepository ({repository}). "
+            f"Promote an image of {repository}, or set {PROJECT}:imageRepository {name}."
         )
     return f"{name}@{digest}"
 
@@ -134,7 +135,7 @@ class BundlerImage(pulumi.ComponentResource):
         if image.mode == "build":
             self.ref = self._build(name, image)
         elif image.promote_ref:
-            self.ref = pulumi.Output.from_input(require_digest(image.promote_ref, "x402-bundler:imageRef", image.repository))
+            self.ref = pulumi.Output.from_input(require_digest(image.promote_ref, f"{PROJECT}:imageRef", image.repository))
         else:
             source = f"stack {image.promote_stack} output imageRef"
             built_by = pulumi.StackReference(str(image.promote_stack), opts=pulumi.ResourceOptions(parent=self))

@@ -15,6 +15,7 @@ from typing import Optional
 import pulumi
 import pulumi_github as github
 
+from components.names import PROJECT
 from components.settings.image import ImageSettings
 
 NOT_FOUND = "not-found"
@@ -64,22 +65,22 @@ def judge(image: ImageSettings, code: int, body: str) -> str:
             f"GHCR package {image.repository} was not found. Before the first push that is expected: the first "
             "push creates it, private, linked to the repository named by its org.opencontainers.image.source."
             + make_public
-            + " If it was already pushed, x402-bundler:githubToken cannot see it (it needs read:packages)."
+            + f" If it was already pushed, {PROJECT}:githubToken cannot see it (it needs read:packages)."
         )
         return NOT_FOUND
     if code != 200:
         raise pulumi.RunError(
             f"Reading the GHCR package ({rest_endpoint(image)}) answered HTTP {code}. "
-            "Set x402-bundler:githubToken to a classic token with read:packages."
+            f"Set {PROJECT}:githubToken to a classic token with read:packages."
         )
     found = str(json.loads(body).get("visibility", "unknown"))
     if image.visibility == "public" and found != "public":
         raise pulumi.RunError(
-            f"GHCR package {image.repository} is {found}, but x402-bundler:ghcrVisibility declares it public: "
+            f"GHCR package {image.repository} is {found}, but {PROJECT}:ghcrVisibility declares it public: "
             "pods without a pull Secret would fail with ImagePullBackOff. No API can change a package's "
             f"visibility. Once, by hand: open {settings_url(image)}, 'Change visibility' -> Public, confirm, "
-            "then run `pulumi up` again. Or keep it private: pulumi config set x402-bundler:ghcrVisibility private "
-            "and pulumi config set --secret x402-bundler:registryPullToken <read:packages token>."
+            f"then run `pulumi up` again. Or keep it private: pulumi config set {PROJECT}:ghcrVisibility private "
+            f"and pulumi config set --secret {PROJECT}:registryPullToken <read:packages token>."
         )
     return found
 

@@ -10,6 +10,7 @@ from typing import Literal, Optional
 import pulumi
 
 from components.names import PROJECT
+from components.settings.processes import DEFAULT_API_PORT
 from components.settings.reader import Problem, Reader, secret, set_command
 from components.settings.values import evm_address, http_url, quantity, wallet
 
@@ -88,7 +89,7 @@ def read_app(r: Reader, is_prod: bool) -> AppSettings:
     cdp_secret = r.secret_text("cdpApiKeySecret")
     r.report(cdp_credentials(payment_network, cdp_id, cdp_secret))
 
-    url = r.text("publicUrl", "" if is_prod else "http://localhost:3001")
+    url = r.text("publicUrl", "" if is_prod else f"http://localhost:{DEFAULT_API_PORT}")
     r.report(public_url("publicUrl", url, require_https=is_prod))
     # Uploads up to this size are accepted unpaid and bundled at the operator's expense; the
     # app's own default (505 KiB) is never relied on.
