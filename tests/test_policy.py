@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 
 from policy.rules import MANIFEST_RULES, check_manifest, migration_precedes_deployments
-from tests.helpers import STACKS, manifests, recording
+from tests.helpers import PROMOTED, STACKS, manifests, recording
 from tools.harness import ROOT
-
-DIGEST = "ghcr.io/o/bundler@sha256:" + "a" * 64
 
 GOOD: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -26,7 +24,7 @@ GOOD: dict[str, Any] = {
                 "containers": [
                     {
                         "name": "api",
-                        "image": DIGEST,
+                        "image": PROMOTED,
                         "env": [{"name": "TURBO_JWK_FILE", "value": "/w/wallet.json"},
                                 {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "c", "key": "db"}}}],
                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
