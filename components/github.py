@@ -47,7 +47,9 @@ class GithubDelivery(pulumi.ComponentResource):
         super().__init__("x402-bundler:index:GithubDelivery", name, None, opts)
         s = args.github
         owner, repository = str(s.repository).split("/", 1)
-        provider = github.Provider(f"{name}-provider", owner=owner, token=s.token, opts=pulumi.ResourceOptions(parent=self))
+        provider = github.Provider(
+            f"{name}-provider", owner=owner, token=s.token, opts=pulumi.ResourceOptions(parent=self)
+        )
         child = pulumi.ResourceOptions(parent=self, provider=provider)
 
         reviewers = list(s.prod_reviewer_ids)

@@ -82,7 +82,9 @@ def oci_metadata(image: ImageSettings) -> dict[str, str]:
         "org.opencontainers.image.source": image.source_url,
         "org.opencontainers.image.version": image.version,
         "org.opencontainers.image.title": image.package,
-        "org.opencontainers.image.description": "AR.IO x402 bundler: upload API with BullMQ workers and admin dashboard",
+        "org.opencontainers.image.description": (
+            "AR.IO x402 bundler: upload API with BullMQ workers and admin dashboard"
+        ),
         "org.opencontainers.image.licenses": "AGPL-3.0",
     }
     if image.git_ref:
@@ -135,7 +137,8 @@ class BundlerImage(pulumi.ComponentResource):
         if image.mode == "build":
             self.ref = self._build(name, image)
         elif image.promote_ref:
-            self.ref = pulumi.Output.from_input(require_digest(image.promote_ref, f"{PROJECT}:imageRef", image.repository))
+            ref = require_digest(image.promote_ref, f"{PROJECT}:imageRef", image.repository)
+            self.ref = pulumi.Output.from_input(ref)
         else:
             source = f"stack {image.promote_stack} output imageRef"
             built_by = pulumi.StackReference(str(image.promote_stack), opts=pulumi.ResourceOptions(parent=self))
@@ -168,7 +171,9 @@ class BundlerImage(pulumi.ComponentResource):
                 # Labels live in the image config, which GHCR reads for a single manifest.
                 labels=oci_metadata(image),
                 cache_from=[
-                    docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref(image, platform)))
+                    docker_build.CacheFromArgs(
+                        registry=docker_build.CacheFromRegistryArgs(ref=cache_ref(image, platform))
+                    )
                 ],
                 cache_to=[
                     docker_build.CacheToArgs(

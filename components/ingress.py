@@ -54,7 +54,9 @@ class ApiExposure(pulumi.ComponentResource):
             }
             if s.ingress.cluster_issuer:
                 annotations["cert-manager.io/cluster-issuer"] = s.ingress.cluster_issuer
-            tls_secret = s.ingress.tls_secret or (k8s_name(str(s.ingress.host).replace(".", "-"), "tls") if s.ingress.cluster_issuer else None)
+            # cert-manager writes the certificate into a Secret named here when none is given.
+            issued = k8s_name(str(s.ingress.host).replace(".", "-"), "tls") if s.ingress.cluster_issuer else None
+            tls_secret = s.ingress.tls_secret or issued
             k8s.networking.v1.Ingress(
                 f"{name}-ingress",
                 metadata=k8s.meta.v1.ObjectMetaArgs(

@@ -20,7 +20,8 @@ APP = PROJECT
 
 # Component label values; NetworkPolicies select on them.
 API, WORKERS, ADMIN, MIGRATION = "api", "workers", "admin", "migration"
-POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO, BUCKET_INIT = "postgres", "redis-cache", "redis-queue", "minio", "bucket-init"
+POSTGRES, REDIS_CACHE, REDIS_QUEUE = "postgres", "redis-cache", "redis-queue"
+MINIO, BUCKET_INIT = "minio", "bucket-init"
 BUNDLER_COMPONENTS = (API, WORKERS, ADMIN, MIGRATION)
 DATA_COMPONENTS = (POSTGRES, REDIS_CACHE, REDIS_QUEUE, MINIO)
 

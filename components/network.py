@@ -143,7 +143,9 @@ def policies(args: NetworkPoliciesArgs) -> dict[str, Rule]:
         "api-ingress": {
             "podSelector": pods(stack, API),
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [namespace(s.network.ingress_namespace), {"podSelector": {}}], "ports": tcp(args.api_port)}],
+            "ingress": [
+                {"from": [namespace(s.network.ingress_namespace), {"podSelector": {}}], "ports": tcp(args.api_port)}
+            ],
         },
     }
     if s.service_monitor:
@@ -174,7 +176,11 @@ def policies(args: NetworkPoliciesArgs) -> dict[str, Rule]:
     for client in DATA_CLIENTS:
         if client == BUCKET_INIT and not in_cluster:
             continue
-        specs[f"{client}-egress"] = {"podSelector": pods(stack, client), "policyTypes": ["Egress"], "egress": _egress(stack, d, client)}
+        specs[f"{client}-egress"] = {
+            "podSelector": pods(stack, client),
+            "policyTypes": ["Egress"],
+            "egress": _egress(stack, d, client),
+        }
     return specs
 
 

@@ -70,7 +70,9 @@ def pod_spec(
     )
 
 
-def resources(cpu_request: str, cpu_limit: str, memory_request: str, memory_limit: str) -> k8s.core.v1.ResourceRequirementsArgs:
+def resources(
+    cpu_request: str, cpu_limit: str, memory_request: str, memory_limit: str
+) -> k8s.core.v1.ResourceRequirementsArgs:
     return k8s.core.v1.ResourceRequirementsArgs(
         requests={"cpu": cpu_request, "memory": memory_request},
         limits={"cpu": cpu_limit, "memory": memory_limit},

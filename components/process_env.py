@@ -114,7 +114,9 @@ def pod_environment(config: AppConfiguration, probes: ProbeScript, component: st
             probes.volume_mount,
         ]
         names.append(probes.config_map_name)
-    pull = [] if config.pull_secret_name is None else [k8s.core.v1.LocalObjectReferenceArgs(name=config.pull_secret_name)]
+    pull = []
+    if config.pull_secret_name is not None:
+        pull = [k8s.core.v1.LocalObjectReferenceArgs(name=config.pull_secret_name)]
     return PodEnvironment(
         env=env,
         env_from=[

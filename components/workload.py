@@ -253,5 +253,8 @@ def _spread(selector: dict[str, str]) -> list[k8s.core.v1.TopologySpreadConstrai
             when_unsatisfiable=when,
             label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
         )
-        for key, when in (("kubernetes.io/hostname", "DoNotSchedule"), ("topology.kubernetes.io/zone", "ScheduleAnyway"))
+        for key, when in (
+            ("kubernetes.io/hostname", "DoNotSchedule"),
+            ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+        )
     ]

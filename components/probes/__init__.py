@@ -83,7 +83,9 @@ def deep_check_command(checks: Sequence[str], timeout_seconds: int) -> list[str]
     return ["node", SCRIPT_PATH, "--checks", ",".join(checks), "--timeout-ms", str(timeout_ms)]
 
 
-def deep_probe(checks: Sequence[str], p: ProbeSettings, failure_threshold: Optional[int] = None) -> k8s.core.v1.ProbeArgs:
+def deep_probe(
+    checks: Sequence[str], p: ProbeSettings, failure_threshold: Optional[int] = None
+) -> k8s.core.v1.ProbeArgs:
     """An exec probe running the deep check; a blip shorter than threshold x period never flips it."""
     return exec_probe(
         deep_check_command(checks, p.timeout_seconds),

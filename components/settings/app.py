@@ -41,7 +41,11 @@ def cdp_credentials(network: str, key_id: Optional[str], key_secret: Optional[st
     if network != "base":
         return []
     return [
-        Problem(name, "is required for Base mainnet payments (paymentNetwork=base).", set_command(name, "<value>", secret=True))
+        Problem(
+            name,
+            "is required for Base mainnet payments (paymentNetwork=base).",
+            set_command(name, "<value>", secret=True),
+        )
         for name, value in (("cdpApiKeyId", key_id), ("cdpApiKeySecret", key_secret))
         if value is None
     ]
@@ -53,7 +57,11 @@ def public_url(key: str, url: str, require_https: bool) -> list[Problem]:
         what = "is not set" if not url else f"'{url}' is not an http(s) URL"
         return [Problem(key, f"{what}; uploads need the API's public URL.", set_command(key, "https://upload.example.com"))]
     if require_https and match.group(1) != "https":
-        return [Problem(key, f"'{url}' must use https:// in prod (environment=prod).", set_command(key, url.replace("http://", "https://", 1)))]
+        return [Problem(
+            key,
+            f"'{url}' must use https:// in prod (environment=prod).",
+            set_command(key, url.replace("http://", "https://", 1)),
+        )]
     return []
 
 
@@ -72,7 +80,11 @@ def optical_bridge(url: Optional[str], has_admin_key: bool) -> list[Problem]:
 
 def admin_password_length(text: Optional[str]) -> list[Problem]:
     if text is not None and len(text) < 16:
-        return [Problem("adminPassword", "is shorter than 16 characters.", f"pulumi config rm {PROJECT}:adminPassword  (a 32-character one is then generated)")]
+        return [Problem(
+            "adminPassword",
+            "is shorter than 16 characters.",
+            f"pulumi config rm {PROJECT}:adminPassword  (a 32-character one is then generated)",
+        )]
     return []
 
 

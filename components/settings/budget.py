@@ -44,7 +44,9 @@ def connection_peak(replicas: Mapping[str, int], pool_max: int) -> dict[str, dic
     """
     steady = {k: {"pods": replicas.get(k, 1), "per_process": _per_process(k, pool_max)} for k in DEPLOYMENTS}
     surge = {f"{k}-surge": {"pods": MAX_SURGE, "per_process": _per_process(k, pool_max)} for k in DEPLOYMENTS}
-    migration = {"migration": {"pods": replicas.get("migration", 1), "per_process": _per_process("migration", pool_max)}}
+    migration = {
+        "migration": {"pods": replicas.get("migration", 1), "per_process": _per_process("migration", pool_max)}
+    }
 
     def total(items: Mapping[str, Mapping[str, int]]) -> int:
         return sum(v["pods"] * v["per_process"] for v in items.values())
@@ -61,7 +63,9 @@ def peak_connections(replicas: Mapping[str, int], pool_max: int) -> int:
     return sum(v["total"] for v in connection_peak(replicas, pool_max).values())
 
 
-def connection_budget(replicas: Mapping[str, int], pool_max: int, max_connections: int, in_cluster: bool) -> list[Problem]:
+def connection_budget(
+    replicas: Mapping[str, int], pool_max: int, max_connections: int, in_cluster: bool
+) -> list[Problem]:
     """Peak PostgreSQL connections (see `connection_peak`) must fit in max_connections less the
     superuser-reserved ones."""
     usable = max_connections - RESERVED_CONNECTIONS

@@ -116,7 +116,11 @@ def db_password(key: str, text: Optional[str]) -> list[Problem]:
 
 def pool_min_within_max(p: PostgresSettings) -> list[Problem]:
     if p.pool_min > p.pool_max:
-        return [Problem("dbPoolMin", f"({p.pool_min}) is larger than dbPoolMax ({p.pool_max}).", set_command("dbPoolMin", str(p.pool_max)))]
+        return [Problem(
+            "dbPoolMin",
+            f"({p.pool_min}) is larger than dbPoolMax ({p.pool_max}).",
+            set_command("dbPoolMin", str(p.pool_max)),
+        )]
     return []
 
 
@@ -124,17 +128,28 @@ def queue_redis(has_password: bool, tls: bool) -> list[Problem]:
     """The bundler's BullMQ connection takes neither a password nor TLS (see UPSTREAM.md)."""
     problems: list[Problem] = []
     if has_password:
-        problems.append(Problem("queueRedisPassword", "is set, but the bundler cannot send a password to the queue Redis (REDIS_HOST/REDIS_PORT_QUEUES only). Use a queue Redis without AUTH, reachable only from the bundler pods (the NetworkPolicies here enforce that).", f"pulumi config rm {PROJECT}:queueRedisPassword"))
+        problems.append(Problem(
+            "queueRedisPassword",
+            "is set, but the bundler cannot send a password to the queue Redis (REDIS_HOST/REDIS_PORT_QUEUES only)."
+            " Use a queue Redis without AUTH, reachable only from the bundler pods"
+            " (the NetworkPolicies here enforce that).",
+            f"pulumi config rm {PROJECT}:queueRedisPassword",
+        ))
     if tls:
-        problems.append(Problem("queueRedisTls", "is true, but the bundler's queue connection has no TLS support.", set_command("queueRedisTls", "false")))
+        problems.append(Problem(
+            "queueRedisTls",
+            "is true, but the bundler's queue connection has no TLS support.",
+            set_command("queueRedisTls", "false"),
+        ))
     return problems
 
 
 def external_data(external: bool, hosts: dict[str, Optional[str]], secrets: dict[str, Optional[str]]) -> list[Problem]:
     if not external:
         return []
-    problems = [Problem(k, "is required when dataMode is external.", set_command(k, "<host>")) for k, v in hosts.items() if not v]
-    problems += [Problem(k, "is required when dataMode is external.", set_command(k, "<value>", secret=True)) for k, v in secrets.items() if v is None]
+    required = "is required when dataMode is external."
+    problems = [Problem(k, required, set_command(k, "<host>")) for k, v in hosts.items() if not v]
+    problems += [Problem(k, required, set_command(k, "<value>", secret=True)) for k, v in secrets.items() if v is None]
     return problems
 
 

@@ -37,7 +37,11 @@ class ExposureSettings:
 
 def ingress_host_required(ingress: IngressSettings) -> list[Problem]:
     if ingress.enabled and not ingress.host:
-        return [Problem("ingressHost", "is required when ingressEnabled is true.", set_command("ingressHost", "upload.example.com"))]
+        return [Problem(
+            "ingressHost",
+            "is required when ingressEnabled is true.",
+            set_command("ingressHost", "upload.example.com"),
+        )]
     return []
 
 

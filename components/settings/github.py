@@ -40,16 +40,30 @@ def numeric_reviewers(reviewer_ids: tuple[str, ...]) -> list[Problem]:
     ]
 
 
-def delivery_complete(enabled: bool, repository: Optional[str], reviewers: tuple[int, ...], has_token: bool) -> list[Problem]:
+def delivery_complete(
+    enabled: bool, repository: Optional[str], reviewers: tuple[int, ...], has_token: bool
+) -> list[Problem]:
     if not enabled:
         return []
     problems: list[Problem] = []
     if not (repository and re.fullmatch(r"[\w.-]+/[\w.-]+", repository)):
-        problems.append(Problem("githubRepository", "must be owner/name when githubDelivery is true.", set_command("githubRepository", "<owner>/<repo>")))
+        problems.append(Problem(
+            "githubRepository",
+            "must be owner/name when githubDelivery is true.",
+            set_command("githubRepository", "<owner>/<repo>"),
+        ))
     if not reviewers:
-        problems.append(Problem("githubProdReviewerIds", "must list at least one GitHub user id: prod deploys need a reviewer.", list_command("githubProdReviewerIds", "<user id>")))
+        problems.append(Problem(
+            "githubProdReviewerIds",
+            "must list at least one GitHub user id: prod deploys need a reviewer.",
+            list_command("githubProdReviewerIds", "<user id>"),
+        ))
     if not has_token:
-        problems.append(Problem("githubToken", "is required when githubDelivery is true (repo and admin:org scopes).", set_command("githubToken", "<token>", secret=True)))
+        problems.append(Problem(
+            "githubToken",
+            "is required when githubDelivery is true (repo and admin:org scopes).",
+            set_command("githubToken", "<token>", secret=True),
+        ))
     return problems
 
 

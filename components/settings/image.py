@@ -59,7 +59,11 @@ def ghcr_repository(image: ImageSettings) -> list[Problem]:
     """Both modes: the pull Secret, the package check and the labels all name this repository."""
     if _GHCR_REPO.fullmatch(image.repository):
         return []
-    return [Problem("imageRepository", f"'{image.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase).", set_command("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler"))]
+    return [Problem(
+        "imageRepository",
+        f"'{image.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase).",
+        set_command("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler"),
+    )]
 
 
 def build_mode(image: ImageSettings, has_push_token: bool) -> list[Problem]:
@@ -69,15 +73,35 @@ def build_mode(image: ImageSettings, has_push_token: bool) -> list[Problem]:
     problems: list[Problem] = []
     is_git = image.context.startswith(("https://", "git@", "git://"))
     if is_git and not (image.git_ref and re.fullmatch(r"[0-9a-f]{40}", image.git_ref)):
-        problems.append(Problem("imageGitRef", "must be a full 40-hex commit when imageContext is a Git URL: a branch or tag can move.", set_command("imageGitRef", "<commit sha>")))
+        problems.append(Problem(
+            "imageGitRef",
+            "must be a full 40-hex commit when imageContext is a Git URL: a branch or tag can move.",
+            set_command("imageGitRef", "<commit sha>"),
+        ))
     if not image.platforms or any(p not in SUPPORTED_PLATFORMS for p in image.platforms):
-        problems.append(Problem("imagePlatforms", f"must be a non-empty subset of {', '.join(SUPPORTED_PLATFORMS)}.", list_command("imagePlatforms", "linux/amd64")))
+        problems.append(Problem(
+            "imagePlatforms",
+            f"must be a non-empty subset of {', '.join(SUPPORTED_PLATFORMS)}.",
+            list_command("imagePlatforms", "linux/amd64"),
+        ))
     if not has_push_token:
-        problems.append(Problem("registryPushToken", "is required in build mode (a token with write:packages, to push to GHCR).", set_command("registryPushToken", "<token>", secret=True)))
+        problems.append(Problem(
+            "registryPushToken",
+            "is required in build mode (a token with write:packages, to push to GHCR).",
+            set_command("registryPushToken", "<token>", secret=True),
+        ))
     if not image.registry_username:
-        problems.append(Problem("registryUsername", "is required in build mode (the GitHub user that owns registryPushToken).", set_command("registryUsername", "<github user>")))
+        problems.append(Problem(
+            "registryUsername",
+            "is required in build mode (the GitHub user that owns registryPushToken).",
+            set_command("registryUsername", "<github user>"),
+        ))
     if image.version in ("", "latest"):
-        problems.append(Problem("appVersion", f"'{image.version}' is not a version; images are tagged with it.", set_command("appVersion", "1.0.0")))
+        problems.append(Problem(
+            "appVersion",
+            f"'{image.version}' is not a version; images are tagged with it.",
+            set_command("appVersion", "1.0.0"),
+        ))
     return problems
 
 
@@ -87,17 +111,31 @@ def promote_mode(image: ImageSettings) -> list[Problem]:
         return []
     problems: list[Problem] = []
     if bool(image.promote_stack) == bool(image.promote_ref):
-        problems.append(Problem("imagePromoteStack", "promote mode needs exactly one source: imagePromoteStack (a stack that built the image) or imageRef (repository@sha256:...).", set_command("imagePromoteStack", f"<org>/{PROJECT}/dev")))
+        problems.append(Problem(
+            "imagePromoteStack",
+            "promote mode needs exactly one source: imagePromoteStack (a stack that built the image) or imageRef "
+            "(repository@sha256:...).",
+            set_command("imagePromoteStack", f"<org>/{PROJECT}/dev"),
+        ))
     if image.promote_ref:
         problems.extend(pinned_image("imageRef", image.promote_ref, allow_exact_version=False))
         if image.repository and repository_of(image.promote_ref) != image.repository:
-            problems.append(Problem("imageRef", f"'{image.promote_ref}' is not in imageRepository ({image.repository}): the pull Secret and the package check are for that repository.", set_command("imageRef", f"{image.repository}@sha256:<64 hex digits>")))
+            problems.append(Problem(
+                "imageRef",
+                f"'{image.promote_ref}' is not in imageRepository ({image.repository}): the pull Secret and the "
+                "package check are for that repository.",
+                set_command("imageRef", f"{image.repository}@sha256:<64 hex digits>"),
+            ))
     return problems
 
 
 def private_pull(image: ImageSettings, has_pull_token: bool) -> list[Problem]:
     if image.visibility == "private" and not has_pull_token:
-        return [Problem("registryPullToken", "is required when ghcrVisibility is private: the cluster cannot pull without it (a read:packages token).", set_command("registryPullToken", "<read-only token>", secret=True))]
+        return [Problem(
+            "registryPullToken",
+            "is required when ghcrVisibility is private: the cluster cannot pull without it (a read:packages token).",
+            set_command("registryPullToken", "<read-only token>", secret=True),
+        )]
     return []
 
 

@@ -55,7 +55,9 @@ class ProcessesSettings:
 
     def replicas(self) -> dict[str, int]:
         """Pods per process kind, as the connection budget counts them."""
-        return {"api": self.api.replicas, "workers": self.workers.replicas, "admin": self.admin.replicas, "migration": 1}
+        return {
+            "api": self.api.replicas, "workers": self.workers.replicas, "admin": self.admin.replicas, "migration": 1
+        }
 
 
 def request_within_limit(prefix: str, request: str, limit: str, kind: str) -> list[Problem]:
@@ -68,7 +70,11 @@ def request_within_limit(prefix: str, request: str, limit: str, kind: str) -> li
 
 def distinct_ports(api_port: int, admin_port: int) -> list[Problem]:
     if api_port == admin_port:
-        return [Problem("adminPort", f"is the same port as apiPort ({api_port}).", set_command("adminPort", str(DEFAULT_ADMIN_PORT)))]
+        return [Problem(
+            "adminPort",
+            f"is the same port as apiPort ({api_port}).",
+            set_command("adminPort", str(DEFAULT_ADMIN_PORT)),
+        )]
     return []
 
 
@@ -96,7 +102,9 @@ def grace_outlasts_pre_stop(grace: int, pre_stop: int) -> list[Problem]:
     return []
 
 
-def _process(r: Reader, prefix: str, replicas: int | None, cpu: tuple[str, str], mem: tuple[str, str]) -> ProcessSettings:
+def _process(
+    r: Reader, prefix: str, replicas: int | None, cpu: tuple[str, str], mem: tuple[str, str]
+) -> ProcessSettings:
     """`replicas=None` for the migration Job, which always runs one pod."""
     settings = ProcessSettings(
         replicas=1 if replicas is None else r.integer(f"{prefix}Replicas", replicas, minimum=1, maximum=100),

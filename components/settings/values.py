@@ -20,14 +20,20 @@ from components.settings.reader import Problem, list_command, set_command
 
 _JWK_MEMBERS = ("n", "e", "d", "p", "q", "dp", "dq", "qi")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
-_QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+_QUANTITY = re.compile(
+    r"^(?P<num>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
 _SUFFIX = {
     "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40),
     "Pi": Decimal(2**50), "Ei": Decimal(2**60), "n": Decimal("1e-9"), "u": Decimal("1e-6"),
     "m": Decimal("1e-3"), "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9),
     "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18),
 }
-_DIGEST_REF = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
+# registry[:port]/path[:tag]@sha256:<64 hex>
+_DIGEST_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]+)?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[\w.-]+)?@sha256:[0-9a-f]{64}$"
+)
 _EXACT_VERSION_TAG = re.compile(r":(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d{2}-\d{2}T[\w-]+)$")
 _REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -103,7 +109,11 @@ def parse_quantity(value: str) -> Optional[Decimal]:
 
 def quantity(key: str, value: str) -> list[Problem]:
     if parse_quantity(value) is None:
-        return [Problem(key, f"'{value}' is not a Kubernetes resource quantity (e.g. 250m, 1, 512Mi, 2Gi).", set_command(key, "<quantity>"))]
+        return [Problem(
+            key,
+            f"'{value}' is not a Kubernetes resource quantity (e.g. 250m, 1, 512Mi, 2Gi).",
+            set_command(key, "<quantity>"),
+        )]
     return []
 
 
@@ -130,7 +140,11 @@ def cidr(key: str, value: str) -> list[Problem]:
 def namespace_name(key: str, value: str) -> list[Problem]:
     if _DNS_LABEL.fullmatch(value):
         return []
-    return [Problem(key, f"'{value}' is not a valid Kubernetes namespace name (lowercase DNS label, at most 63 characters).", set_command(key, PROJECT))]
+    return [Problem(
+        key,
+        f"'{value}' is not a valid Kubernetes namespace name (lowercase DNS label, at most 63 characters).",
+        set_command(key, PROJECT),
+    )]
 
 
 def repository_of(ref: str) -> str:
