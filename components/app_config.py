@@ -1,7 +1,7 @@
 """The app's configuration objects: its settings ConfigMap and the credentials, wallet and
 image pull Secrets, each named after its content.
 
-Answers seed risk 2 (wallet files must exist before the container starts: here they are a
+Answers risk 2 in docs/risks.md (wallet files must exist before the container starts: here they are a
 Secret mounted read-only as files, never env vars) and risk 9 (private image pulls: a
 `dockerconfigjson` pull Secret on every pod when the package is private). It also fixes the
 upstream trap that the docs say `ARWEAVE_WALLET_FILE` while the code reads `TURBO_JWK_FILE`,
@@ -61,7 +61,7 @@ def app_settings(args: AppConfigurationArgs) -> dict[str, pulumi.Input[str]]:
         "NODE_ENV": "production",
         "LOG_LEVEL": s.log_level,
         "LOG_FORMAT": "json",
-        # Migrations run once, in the migration Job, never at pod start (seed risk 3).
+        # Migrations run once, in the migration Job, never at pod start (risk 3 in docs/risks.md).
         "MIGRATE_ON_STARTUP": "false",
         "DB_HOST": e.db_host,
         "DB_WRITER_ENDPOINT": e.db_host,

@@ -5,7 +5,7 @@ PostgreSQL 16, a cache Redis (allkeys-lru, as upstream), a queue Redis (noevicti
 append-only file, which BullMQ needs; no password, which the bundler cannot send) and MinIO
 run as StatefulSets; a Job creates the data bucket. The migration Job depends on this
 component, so a first `up` on an empty cluster waits for ready services before migrating
-(seed risk 10: "healthy" while the database is down). With `protectData` the StatefulSets,
+(risk 10 in docs/risks.md: "healthy" while the database is down). With `protectData` the StatefulSets,
 their Services, the credentials and the volumes survive `pulumi destroy` and renames.
 """
 

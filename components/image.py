@@ -1,6 +1,6 @@
 """The bundler image, by digest: built and pushed here, or promoted from the stack that built it.
 
-Answers seed risks 1 (the first GHCR push: the program pushes with its own token, and the
+Answers risks 1 in docs/risks.md (the first GHCR push: the program pushes with its own token, and the
 `org.opencontainers.image.source` label and index annotation on that first push link the
 package to its repository), 4 (multi-arch failures: one build per platform, so a stack can
 drop arm64 and a failing platform is named), 7 (Actions quota: `imageBuildOnPreview` is off,

@@ -1,4 +1,4 @@
-"""One migration run per image: the answer to seed risk 3 (migration races).
+"""One migration run per image: the answer to risk 3 in docs/risks.md (migration races).
 
 Several API replicas with `MIGRATE_ON_STARTUP=true` race each other. Here migrations run
 once, in a Job that `pulumi up` creates and waits for before any Deployment changes; every

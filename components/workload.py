@@ -1,6 +1,6 @@
 """A bundler process (API, workers or admin): one reusable component, used three times.
 
-Answers the rollout half of seed risk 10 and upstream's traps: the API runs
+Answers the rollout half of risk 10 in docs/risks.md and upstream's traps: the API runs
 `node lib/index.js` (`lib/server.js` never listens) with `PORT` set explicitly (the code's
 default is 3000), rollouts never drop below the desired ready count, and an API pod is given
 time to finish uploads in flight before it is stopped.

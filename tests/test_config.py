@@ -1,4 +1,4 @@
-"""The stack configuration is validated before anything is deployed (seed risk 6)."""
+"""The stack configuration is validated before anything is deployed (risk 6 in docs/risks.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Deep readiness, worker liveness and the API's drain: the scripts that run beside the app.
 
-Upstream's `/health` says 200 while PostgreSQL is down (seed risk 10). We cannot change the
+Upstream's `/health` says 200 while PostgreSQL is down (risk 10 in docs/risks.md). We cannot change the
 app, so our own script (`deep-check.js`, beside this file) ships in a ConfigMap, is mounted
 read-only into every bundler pod and runs as an `exec` probe with the app's own environment.
 Readiness is deep (traffic and rollouts wait for working backends); liveness stays shallow,
