@@ -27,8 +27,11 @@ stack, processes_settings = settings.stack, settings.processes
 
 namespace = BundlerNamespace("namespace", BundlerNamespaceArgs(stack=stack, protect=settings.data.protect))
 image = BundlerImage("image", BundlerImageArgs(image=settings.image))
+# The check reads the registry through a provider function, which is no resource: the explicit
+# dependencies put it in the graph and the preview where it already stands in the data flow.
 package = GhcrPackage(
-    "ghcr-package", GhcrPackageArgs(image=settings.image, github_token=settings.github.token, image_ref=image.ref)
+    "ghcr-package", GhcrPackageArgs(image=settings.image, github_token=settings.github.token, image_ref=image.ref),
+    pulumi.ResourceOptions(depends_on=[image]),
 )
 if settings.github.delivery:
     GithubDelivery("github", GithubDeliveryArgs(github=settings.github, image_repository=settings.image.repository))
@@ -48,7 +51,7 @@ migration = MigrationJob(
     "migration",
     MigrationJobArgs(
         stack=stack, migration=processes_settings.migration, namespace=namespace.name, image=package.image_ref,
-        pod=pod_environment(app_config, probes, MIGRATION), wait_for=[data],
+        pod=pod_environment(app_config, probes, MIGRATION), wait_for=[data, package],
     ),
 )
 processes = {

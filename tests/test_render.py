@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import recording
 from tools.harness import ROOT, placeholder_secrets
-from tools.render import summary, write
+from tools.render import mermaid, render, summary, write
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -115,10 +116,14 @@ def test_graph_lists_every_resource_with_its_dependencies(rendered: tuple[str, P
     for r in graph["resources"]:
         assert set(r["dependencies"]) <= urns | {""}
         assert r["parent"] in urns or "::pulumi:pulumi:Stack::" in r["parent"], r["parent"]
-    mermaid = (out / "graph.mmd").read_text()
-    assert mermaid.startswith("flowchart LR\n") and " --> " in mermaid
-    # Every component is drawn with its children, so a dependency on a component reads right.
-    assert mermaid.count(" -.- ") == sum(1 for r in graph["resources"] if r["parent"] in urns)
+    text = (out / "graph.mmd").read_text()
+    assert text.startswith("flowchart LR\n") and " --> " in text
+    # Every top-level component is a group holding its objects, so a dependency on a component
+    # reads as a dependency on what it holds.
+    components = [r for r in graph["resources"] if r["parent"] not in urns and r["type"].startswith("x402-bundler:")]
+    assert text.count("  subgraph ") == len(components)
+    custom = [r for r in graph["resources"] if r["type"].split(":")[0] in ("kubernetes", "docker-build", "random")]
+    assert all(f'{r["type"].split(":")[-1]} {r["name"]}"]' in text for r in custom)
 
 
 def test_render_runs_as_a_command_without_the_pulumi_cli(tmp_path: Path) -> None:
@@ -129,3 +134,24 @@ def test_render_runs_as_a_command_without_the_pulumi_cli(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "rendered stack prod:" in result.stdout
     assert (tmp_path / "prod" / "graph.json").exists()
+
+
+def test_graph_groups_objects_by_component_without_namespace_edges() -> None:
+    text = mermaid(recording("dev"))
+    assert text.count("subgraph ") == text.count("\n  end") >= 10
+    assert not [line for line in text.splitlines() if line.strip().startswith("namespace_namespace -->")]
+    # The package check is in the rollout order: after the image, before the migration.
+    assert "  image_index_version --> ghcr_package_github" in text
+    assert "  ghcr_package_github --> migration_job" in text
+    assert "  migration_job --> api_deployment" in text
+
+
+def test_adding_objects_adds_graph_lines_and_rewrites_none() -> None:
+    before = mermaid(recording("dev")).splitlines()
+    after = mermaid(render("dev", overrides={"ingressEnabled": True, "ingressHost": "upload.example.org",
+                                             "serviceMonitor": True})).splitlines()
+    removed = [line for line in difflib.unified_diff(before, after, lineterm="") if line.startswith("-")
+               and not line.startswith("---")]
+    added = [line for line in difflib.unified_diff(before, after, lineterm="") if line.startswith("+")
+             and not line.startswith("+++")]
+    assert added and not removed, removed

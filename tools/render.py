@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -106,18 +107,52 @@ def graph(rec: Recording) -> dict[str, Any]:
     return {"resources": resources, "outputs": sorted(rec.outputs)}
 
 
+def _node_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
 def mermaid(rec: Recording) -> str:
-    ordered = sorted(rec.resources, key=lambda r: r.urn)
-    ids = {r.urn: f"r{i}" for i, r in enumerate(ordered)}
+    """Every object, grouped by its component, and the dependencies that order the rollout.
+
+    Node ids are the logical names, and lines are sorted, so adding an object adds lines and
+    rewrites none. The namespace edges every object has are left out; a dependency on a
+    component is drawn to the objects it holds (the package check holds its GitHub provider).
+    """
+    by_urn = {r.urn: r for r in rec.resources}
+    children: dict[str, list[Registered]] = {}
+    for r in rec.resources:
+        children.setdefault(r.parent, []).append(r)
+
+    def top(r: Registered) -> Registered:
+        while r.parent in by_urn:
+            r = by_urn[r.parent]
+        return r
+
+    def leaves(r: Registered) -> list[Registered]:
+        if r.custom:
+            return [r]
+        return [leaf for c in children.get(r.urn, []) for leaf in leaves(c)]
+
+    groups = sorted((r for r in rec.resources if r.parent not in by_urn), key=lambda r: r.name)
+    nodes = sorted({leaf.urn: leaf for r in groups for leaf in leaves(r)}.values(), key=lambda r: r.name)
+    ids = {r.urn: _node_id(r.name) for r in nodes}
+    if len(set(ids.values())) != len(ids):  # two kinds share a logical name: say which is which
+        ids = {r.urn: _node_id(f"{r.name}_{r.type.split(':')[-1]}") for r in nodes}
+    skipped = {r.urn for r in nodes if r.type == "kubernetes:core/v1:Namespace"}
     lines = ["flowchart LR"]
-    for r in ordered:
-        lines.append(f'  {ids[r.urn]}["{r.type.split(":")[-1]} {r.name}"]')
-    for r in ordered:
-        for dep in sorted(set(r.dependencies)):
-            if dep in ids:
-                lines.append(f"  {ids[dep]} --> {ids[r.urn]}")
-    # Dotted: a component and its children (a dependency on a component waits for all of them).
-    lines += [f"  {ids[r.parent]} -.- {ids[r.urn]}" for r in ordered if r.parent in ids]
+    # A component with nothing in it yet is an empty group: its first object then adds a line.
+    for group in groups:
+        lines.append(f'  subgraph {_node_id(group.name)}_group["{group.name} ({group.type.split(":")[-1]})"]')
+        lines += [f'    {ids[r.urn]}["{r.type.split(":")[-1]} {r.name}"]' for r in nodes if top(r).urn == group.urn]
+        lines.append("  end")
+    edges = set()
+    for r in rec.resources:  # components' own dependencies too: the package check waits for the image
+        for dep in r.dependencies:
+            if dep not in by_urn:
+                continue
+            edges.update((ids[d.urn], ids[t.urn]) for d in leaves(by_urn[dep]) for t in leaves(r)
+                         if d.urn not in skipped and d.urn in ids and t.urn in ids)
+    lines += [f"  {a} --> {b}" for a, b in sorted(edges) if a != b]
     return "\n".join(lines) + "\n"
 
 
