@@ -145,7 +145,7 @@ def mermaid(rec: Recording) -> str:
         lines.append(f'  subgraph {_node_id(group.name)}_group["{group.name} ({group.type.split(":")[-1]})"]')
         lines += [f'    {ids[r.urn]}["{r.type.split(":")[-1]} {r.name}"]' for r in nodes if top(r).urn == group.urn]
         lines.append("  end")
-    edges = set()
+    edges: set[tuple[str, str]] = set()
     for r in rec.resources:  # components' own dependencies too: the package check waits for the image
         for dep in r.dependencies:
             if dep not in by_urn:
