@@ -22,7 +22,9 @@ _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _EXACT_TAG = re.compile(r":(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d{2}-\d{2}T[\w-]+)$")
 _SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|JWK|(^|_)KEY$|_KEY_)", re.IGNORECASE)
 # Volume types the restricted profile allows; anything else (hostPath, nfs, iscsi, ...) is refused.
-_RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+_RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
 # The "safe" sysctls of the baseline profile (Kubernetes 1.29); any other needs a privileged pod.
 _SAFE_SYSCTLS = {
     "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
@@ -154,7 +156,10 @@ def no_plain_secrets(m: Manifest) -> list[str]:
             name = str(env.get("name", ""))
             # A secret-named variable comes from a Secret: a plain value or a ConfigMap reference
             # would put the secret where `kubectl describe` and the ConfigMap's readers see it.
-            if _SECRET_NAME.search(name) and not name.endswith("_FILE") and "secretKeyRef" not in (env.get("valueFrom") or {}):
+            if (
+                _SECRET_NAME.search(name) and not name.endswith("_FILE")
+                and "secretKeyRef" not in (env.get("valueFrom") or {})
+            ):
                 problems.append(f"container {c.get('name')}: env {name} does not come from a secretKeyRef")
             if "value" in env and _SECRET_VALUE.search(str(env["value"])):
                 problems.append(f"container {c.get('name')}: env {name} holds a private key")
@@ -193,11 +198,16 @@ def migration_precedes_deployments(resources: Iterable[Mapping[str, Any]]) -> li
     for r in items:
         if r.get("parent"):
             children.setdefault(str(r["parent"]), []).append(str(r["urn"]))
-    jobs = {r["urn"] for r in items if r["type"] == "kubernetes:batch/v1:Job" and (r.get("labels") or {}).get("app.kubernetes.io/component") == "migration"}
+    jobs = {
+        r["urn"] for r in items
+        if r["type"] == "kubernetes:batch/v1:Job"
+        and (r.get("labels") or {}).get("app.kubernetes.io/component") == "migration"
+    }
     problems = []
     deployments = [
         r for r in items
-        if r["type"] == "kubernetes:apps/v1:Deployment" and (r.get("labels") or {}).get("app.kubernetes.io/component") in BUNDLER_COMPONENTS
+        if r["type"] == "kubernetes:apps/v1:Deployment"
+        and (r.get("labels") or {}).get("app.kubernetes.io/component") in BUNDLER_COMPONENTS
     ]
     if deployments and not jobs:
         return ["no migration Job is registered"]

@@ -159,7 +159,10 @@ def test_cache_redis_evicts_lru_within_its_configured_memory(dev: Recording) -> 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("256mb", 256 * MI), ("1gb", 1024 * MI), ("1g", 10**9), ("100k", 100_000), ("4096", 4096), ("2 MB", 2 * MI), ("lots", None), ("1tb", None)],
+    [
+        ("256mb", 256 * MI), ("1gb", 1024 * MI), ("1g", 10**9), ("100k", 100_000), ("4096", 4096), ("2 MB", 2 * MI),
+        ("lots", None), ("1tb", None),
+    ],
 )
 def test_redis_memory_sizes_parse_as_redis_reads_them(value: str, expected: Optional[int]) -> None:
     assert parse_redis_memory(value) == expected
@@ -287,7 +290,9 @@ def test_image_version_is_a_valid_label_value(ref: str, version: str) -> None:
     ],
     ids=["dev-default", "dev-protectData", "prod-in-cluster-default"],
 )
-def test_stateful_resources_are_protected_and_volumes_retained_when_asked(stack: str, overrides: dict[str, Any], protect: bool) -> None:
+def test_stateful_resources_are_protected_and_volumes_retained_when_asked(
+    stack: str, overrides: dict[str, Any], protect: bool
+) -> None:
     rec = render(stack, overrides=overrides)
     sets = rec.of_type(STATEFULSET)
     stateful = [*sets, *[rec.one(SERVICE, f"data-{c}-service") for c in DATA_COMPONENTS], credentials(rec), *[

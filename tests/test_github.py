@@ -16,7 +16,9 @@ POLICY = "github:index/repositoryEnvironmentDeploymentPolicy:RepositoryEnvironme
 ENV_SECRET = "github:index/actionsEnvironmentSecret:ActionsEnvironmentSecret"
 REPO_SECRET = "github:index/actionsSecret:ActionsSecret"
 VARIABLE = "github:index/actionsVariable:ActionsVariable"
-DELIVERY = {"githubDelivery": True, "githubRepository": "example-org/x402-bundler-infra", "githubProdReviewerIds": [4242, 4343]}
+DELIVERY = {
+    "githubDelivery": True, "githubRepository": "example-org/x402-bundler-infra", "githubProdReviewerIds": [4242, 4343],
+}
 CI_SECRETS = ("ciPulumiAccessToken", "ciKubeconfigDev", "ciKubeconfigProd", "ciPulumiPassphrase", "githubToken")
 
 
@@ -55,7 +57,9 @@ def test_prod_needs_the_configured_reviewers_and_no_admin_bypass(delivery: Recor
 
 
 @pytest.mark.parametrize(("reviewers", "prevent"), [([4242, 4343], True), ([4242], False)])
-def test_self_review_is_prevented_unless_the_only_reviewer_would_be_locked_out(reviewers: list[int], prevent: bool) -> None:
+def test_self_review_is_prevented_unless_the_only_reviewer_would_be_locked_out(
+    reviewers: list[int], prevent: bool
+) -> None:
     prod = environments(render("dev", overrides={**DELIVERY, "githubProdReviewerIds": reviewers}))["prod"]
     assert prod.inputs["preventSelfReview"] is prevent
 
@@ -64,7 +68,11 @@ def test_prod_deploys_only_from_release_tags_and_dev_from_main_or_release_tags(d
     for env in environments(delivery).values():
         assert env.inputs["deploymentBranchPolicy"] == {"protectedBranches": False, "customBranchPolicies": True}
     refs = {
-        (p.inputs["environment"], "branch" if "branchPattern" in p.inputs else "tag", p.inputs.get("branchPattern") or p.inputs["tagPattern"])
+        (
+            p.inputs["environment"],
+            "branch" if "branchPattern" in p.inputs else "tag",
+            p.inputs.get("branchPattern") or p.inputs["tagPattern"],
+        )
         for p in delivery.of_type(POLICY)
     }
     assert refs == {("dev", "branch", "main"), ("dev", "tag", "v*.*.*"), ("prod", "tag", "v*.*.*")}
@@ -88,8 +96,14 @@ def test_ci_secrets_are_declared_where_the_workflows_read_them_without_leaking(d
 
 
 def test_an_unset_secret_is_skipped_not_declared_empty() -> None:
-    rec = render("dev", overrides=DELIVERY, secrets={"ciPulumiPassphrase": None, "ciKubeconfigProd": None, "ciPreviewKubeconfigProd": None})
-    assert {r.inputs["secretName"] for r in rec.of_type(REPO_SECRET)} == {"PULUMI_ACCESS_TOKEN", "PREVIEW_KUBECONFIG_DEV_B64"}
+    rec = render(
+        "dev",
+        overrides=DELIVERY,
+        secrets={"ciPulumiPassphrase": None, "ciKubeconfigProd": None, "ciPreviewKubeconfigProd": None},
+    )
+    assert {r.inputs["secretName"] for r in rec.of_type(REPO_SECRET)} == {
+        "PULUMI_ACCESS_TOKEN", "PREVIEW_KUBECONFIG_DEV_B64"
+    }
     assert {r.inputs["environment"] for r in rec.of_type(ENV_SECRET)} == {"dev"}
 
 

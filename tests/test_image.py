@@ -46,7 +46,9 @@ def platforms_of(rec: Recording) -> list[str]:
         (["linux/arm64"], ["image-arm64"]),
     ],
 )
-def test_one_image_per_configured_platform_so_dropping_arm64_drops_its_build(platforms: list[str], names: list[str]) -> None:
+def test_one_image_per_configured_platform_so_dropping_arm64_drops_its_build(
+    platforms: list[str], names: list[str]
+) -> None:
     rec = render("dev", overrides={"imagePlatforms": platforms})
     assert sorted(i.name for i in rec.of_type(IMAGE)) == names
     assert platforms_of(rec) == sorted(platforms)
@@ -69,7 +71,8 @@ def test_build_context_is_the_upstream_repository_at_the_verified_commit(multi_a
     # Older commits do not start (no admin-server.js before 418d89d; .d.ts files loaded as
     # migrations before 46a6312); the runtime test builds VERIFIED_UPSTREAM_COMMIT.
     for image in multi_arch.of_type(IMAGE):
-        assert image.inputs["context"]["location"] == f"https://github.com/vilenarios/ar-io-x402-bundler.git#{COMMIT}", (
+        location = image.inputs["context"]["location"]
+        assert location == f"https://github.com/vilenarios/ar-io-x402-bundler.git#{COMMIT}", (
             "Pulumi.dev.yaml x402-bundler:imageGitRef and components/image.py VERIFIED_UPSTREAM_COMMIT differ: "
             "build the verified commit, or verify the new one with the runtime test and move the constant"
         )
@@ -138,7 +141,12 @@ def test_cache_is_per_platform_mode_max_in_the_registry(multi_arch: Recording) -
 
 def test_bumping_the_cache_version_moves_every_cache_ref() -> None:
     rec = render("dev", overrides={**BOTH, "imageCacheVersion": 7})
-    refs = sorted(ref for i in rec.of_type(IMAGE) for c in ("cacheTo", "cacheFrom") for ref in [i.inputs[c][0]["registry"]["ref"]])
+    refs = sorted(
+        ref
+        for i in rec.of_type(IMAGE)
+        for c in ("cacheTo", "cacheFrom")
+        for ref in [i.inputs[c][0]["registry"]["ref"]]
+    )
     assert refs == sorted(2 * [f"{REPO}:buildcache-v7-amd64", f"{REPO}:buildcache-v7-arm64"])
 
 
@@ -148,7 +156,10 @@ def test_build_mode_exports_the_index_digest_without_its_tag(multi_arch: Recordi
 
 
 def workload_images(rec: Recording) -> list[str]:
-    return [container(w)["image"] for w in [*rec.of_type(DEPLOYMENT), *[j for j in rec.of_type(JOB) if j.name == "migration-job"]]]
+    return [
+        container(w)["image"]
+        for w in [*rec.of_type(DEPLOYMENT), *[j for j in rec.of_type(JOB) if j.name == "migration-job"]]
+    ]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

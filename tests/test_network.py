@@ -54,7 +54,13 @@ LABELS = {"app": "web", "tier": "front"}
         ({"matchExpressions": [{"key": "missing", "operator": "Exists"}]}, False),
         ({"matchExpressions": [{"key": "missing", "operator": "DoesNotExist"}]}, True),
         ({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, False),
-        ({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["back"]}]}, False),
+        (
+            {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["back"]}],
+            },
+            False,
+        ),
     ],
 )
 def test_evaluator_label_selectors_follow_kubernetes(selector: dict[str, Any], expected: bool) -> None:
@@ -65,7 +71,9 @@ DB = Endpoint("app", {"role": "db"})
 
 
 def _ingress_only(*rules: dict[str, Any]) -> Policies:
-    return [("app", {"podSelector": {"matchLabels": {"role": "db"}}, "policyTypes": ["Ingress"], "ingress": list(rules)})]
+    return [
+        ("app", {"podSelector": {"matchLabels": {"role": "db"}}, "policyTypes": ["Ingress"], "ingress": list(rules)})
+    ]
 
 
 def test_evaluator_isolates_only_selected_pods_and_directions() -> None:
@@ -94,7 +102,9 @@ def test_evaluator_peer_forms() -> None:
     sre = {"team": "sre"}
     assert reachable(anded, Endpoint("ops", {"role": "client"}, extra_namespace_labels=sre), DB, 5432)
     assert not reachable(anded, Endpoint("ops", {"role": "other"}, extra_namespace_labels=sre), DB, 5432)
-    ored = _ingress_only({"from": [{"namespaceSelector": both["namespaceSelector"]}, {"podSelector": both["podSelector"]}]})
+    ored = _ingress_only(
+        {"from": [{"namespaceSelector": both["namespaceSelector"]}, {"podSelector": both["podSelector"]}]}
+    )
     assert reachable(ored, Endpoint("ops", {"role": "other"}, extra_namespace_labels=sre), DB, 5432)
 
     block = _ingress_only({"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}}]})
@@ -143,7 +153,9 @@ SOURCES = [*BUNDLER_COMPONENTS, BUCKET_INIT, *DATA_COMPONENTS, "random pod in th
 
 @pytest.mark.parametrize("service", DATA_COMPONENTS)
 @pytest.mark.parametrize("source", SOURCES)
-def test_data_services_are_reachable_only_from_the_processes_that_use_them(dev: Recording, service: str, source: str) -> None:
+def test_data_services_are_reachable_only_from_the_processes_that_use_them(
+    dev: Recording, service: str, source: str
+) -> None:
     expected = source in DATA_CLIENTS[service]
     assert reachable(policies(dev), _sources(dev)[source], pod(dev, service), PORTS[service]) is expected
 
@@ -201,7 +213,8 @@ def test_internet_egress_is_for_api_and_workers_only_and_not_into_private_ranges
     for component in ("api", "workers"):
         assert reachable(policies(dev), pod(dev, component), gateway, 443)
         assert not reachable(policies(dev), pod(dev, component), gateway, 22)
-        assert not reachable(policies(dev), pod(dev, component), Endpoint(None, ip="169.254.169.254"), 80), "cloud metadata"
+        cloud_metadata = Endpoint(None, ip="169.254.169.254")
+        assert not reachable(policies(dev), pod(dev, component), cloud_metadata, 80), "cloud metadata"
         assert not reachable(policies(dev), pod(dev, component), Endpoint(None, ip="10.0.0.1"), 443), "cluster ranges"
     for component in ("admin", "migration", *DATA_COMPONENTS):
         assert not reachable(policies(dev), pod(dev, component), gateway, 443), component

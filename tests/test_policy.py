@@ -20,17 +20,25 @@ GOOD: dict[str, Any] = {
     "spec": {
         "template": {
             "spec": {
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 1001, "seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": {
+                    "runAsNonRoot": True, "runAsUser": 1001, "seccompProfile": {"type": "RuntimeDefault"},
+                },
                 "containers": [
                     {
                         "name": "api",
                         "image": PROMOTED,
                         "env": [{"name": "TURBO_JWK_FILE", "value": "/w/wallet.json"},
                                 {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "c", "key": "db"}}}],
-                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                        "resources": {
+                            "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"},
+                        },
                         "livenessProbe": {"httpGet": {"path": "/health", "port": 3001}},
                         "readinessProbe": {"exec": {"command": ["node", "check.js"]}},
-                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
                     }
                 ],
             }
@@ -77,13 +85,22 @@ def test_a_compliant_deployment_passes_every_rule() -> None:
         ("restricted-pod-security", "spec.template.spec.hostNetwork", True),
         ("restricted-pod-security", "spec.template.spec.containers", []),
         ("restricted-pod-security", "spec.template.spec.volumes", [{"name": "h", "hostPath": {"path": "/"}}]),
-        ("restricted-pod-security", "spec.template.spec.volumes", [{"name": "n", "nfs": {"server": "nfs", "path": "/"}}]),
-        ("restricted-pod-security", "spec.template.spec.securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]),
+        (
+            "restricted-pod-security", "spec.template.spec.volumes",
+            [{"name": "n", "nfs": {"server": "nfs", "path": "/"}}],
+        ),
+        (
+            "restricted-pod-security", "spec.template.spec.securityContext.sysctls",
+            [{"name": "kernel.msgmax", "value": "1"}],
+        ),
         ("restricted-pod-security", f"{C}.securityContext.procMount", "Unmasked"),
         ("restricted-pod-security", f"{C}.ports", [{"containerPort": 3001, "hostPort": 3001}]),
         ("no-plain-secrets", f"{C}.env", [{"name": "DB_PASSWORD", "value": "hunter2"}]),
         ("no-plain-secrets", f"{C}.env", [{"name": "CDP_API_KEY_SECRET", "value": "x"}]),
-        ("no-plain-secrets", f"{C}.env", [{"name": "DB_PASSWORD", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "db"}}}]),
+        (
+            "no-plain-secrets", f"{C}.env",
+            [{"name": "DB_PASSWORD", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "db"}}}],
+        ),
         ("no-plain-secrets", f"{C}.env", [{"name": "WALLET", "value": '{"kty":"RSA","d":"' + "A" * 60 + '"}'}]),
     ],
 )
@@ -105,7 +122,9 @@ def test_restricted_profile_allows_its_volume_types_and_safe_sysctls() -> None:
     volumes = [{"name": "tmp", "emptyDir": {}}, {"name": "w", "secret": {"secretName": "w"}},
                {"name": "c", "configMap": {"name": "c"}}, {"name": "d", "persistentVolumeClaim": {"claimName": "d"}}]
     m = mutate("spec.template.spec.volumes", volumes)
-    m["spec"]["template"]["spec"]["securityContext"]["sysctls"] = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]
+    m["spec"]["template"]["spec"]["securityContext"]["sysctls"] = [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+    ]
     assert MANIFEST_RULES["restricted-pod-security"](m) == []
 
 
@@ -127,10 +146,12 @@ def test_config_maps_hold_no_secrets(key: str, value: str, bad: bool) -> None:
 
 
 def _graph(dep: bool) -> list[dict[str, Any]]:
-    job: dict[str, Any] = {"urn": "job", "type": "kubernetes:batch/v1:Job", "parent": "mig", "dependencies": [], "labels": {"app.kubernetes.io/component": "migration"}}
-    comp: dict[str, Any] = {"urn": "mig", "type": "x402-bundler:index:MigrationJob", "parent": None, "dependencies": [], "labels": {}}
-    deployment = {"urn": "dep", "type": "kubernetes:apps/v1:Deployment", "parent": None, "dependencies": ["mig"] if dep else [],
-                  "labels": {"app.kubernetes.io/component": "api"}}
+    job: dict[str, Any] = {"urn": "job", "type": "kubernetes:batch/v1:Job", "parent": "mig", "dependencies": [],
+                           "labels": {"app.kubernetes.io/component": "migration"}}
+    comp: dict[str, Any] = {"urn": "mig", "type": "x402-bundler:index:MigrationJob", "parent": None, "dependencies": [],
+                            "labels": {}}
+    deployment = {"urn": "dep", "type": "kubernetes:apps/v1:Deployment", "parent": None,
+                  "dependencies": ["mig"] if dep else [], "labels": {"app.kubernetes.io/component": "api"}}
     return [job, comp, deployment]
 
 

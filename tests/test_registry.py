@@ -30,7 +30,10 @@ def rest(code: int, visibility: Optional[str] = None) -> Answer:
     def answer(token: str, args: dict[str, Any]) -> Optional[dict[str, Any]]:
         if token != GITHUB_REST:
             return None
-        body = {"name": "ar-io-x402-bundler", "visibility": visibility} if visibility else {"message": "Package not found."}
+        body = (
+            {"name": "ar-io-x402-bundler", "visibility": visibility} if visibility
+            else {"message": "Package not found."}
+        )
         return {"code": code, "body": json.dumps(body)}
 
     return answer

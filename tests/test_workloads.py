@@ -54,7 +54,8 @@ def test_wallet_is_a_mounted_secret_file_named_by_both_env_vars(recording: Recor
     wallet_text = placeholder_secrets(stack)["arweaveWallet"]
     (wallet_secret,) = [s for s in recording.of_type(SECRET) if "wallet.json" in (s.inputs.get("stringData") or {})]
     assert wallet_secret.inputs["stringData"]["wallet.json"] == wallet_text
-    assert wallet_secret.redacted_inputs["stringData"] == "[secret]" or wallet_secret.redacted_inputs["stringData"]["wallet.json"] == "[secret]"
+    redacted = wallet_secret.redacted_inputs["stringData"]
+    assert redacted == "[secret]" or redacted["wallet.json"] == "[secret]"
     secret_name = recording.k8s_name(wallet_secret)
     for workload in [*recording.of_type(DEPLOYMENT), migration_job(recording)]:
         spec = workload.get("spec.template.spec")
@@ -91,9 +92,15 @@ def test_raw_data_wallet_is_mounted_only_when_configured() -> None:
 
 @pytest.mark.parametrize(
     ("component", "args", "port"),
-    [("api", ["node", "lib/index.js"], 3001), ("workers", ["node", "lib/jobs/allWorkers.js"], None), ("admin", ["node", "admin-server.js"], 3002)],
+    [
+        ("api", ["node", "lib/index.js"], 3001),
+        ("workers", ["node", "lib/jobs/allWorkers.js"], None),
+        ("admin", ["node", "admin-server.js"], 3002),
+    ],
 )
-def test_each_process_runs_its_real_entrypoint_under_the_images_init(recording: Recording, component: str, args: list[str], port: int | None) -> None:
+def test_each_process_runs_its_real_entrypoint_under_the_images_init(
+    recording: Recording, component: str, args: list[str], port: int | None
+) -> None:
     c = container(deployment(recording, component))
     # `command` would replace the image's ENTRYPOINT (dumb-init) and make node PID 1.
     assert "command" not in c
@@ -157,14 +164,21 @@ def test_every_container_passes_restricted_pss_and_has_requests_and_limits(recor
 
 
 @pytest.mark.parametrize("component", APP_PROCESSES)
-def test_root_filesystem_is_read_only_and_fs_data_path_is_on_a_writable_volume(recording: Recording, component: str) -> None:
+def test_root_filesystem_is_read_only_and_fs_data_path_is_on_a_writable_volume(
+    recording: Recording, component: str
+) -> None:
     d = deployment(recording, component)
     c = container(d)
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     data_path = settings_map(recording, c)["FS_DATA_PATH"]
     assert not data_path.startswith("/app/"), "a volume under /app would shadow the image's files"
-    writable = [m for m in c["volumeMounts"] if not m.get("readOnly") and (data_path + "/").startswith(m["mountPath"].rstrip("/") + "/")]
-    assert [m["mountPath"] for m in writable] == ["/var/lib/x402-bundler"], "the API and workers create FS_DATA_PATH at import"
+    writable = [
+        m for m in c["volumeMounts"]
+        if not m.get("readOnly") and (data_path + "/").startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert [m["mountPath"] for m in writable] == ["/var/lib/x402-bundler"], (
+        "the API and workers create FS_DATA_PATH at import"
+    )
     (volume,) = [v for v in d.get("spec.template.spec.volumes") if v["name"] == writable[0]["name"]]
     assert volume["emptyDir"]["sizeLimit"] == "20Gi"
     assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
@@ -234,7 +248,9 @@ def test_free_uploads_default_to_none() -> None:
 
 
 def test_an_optical_bridge_turns_bridging_on_with_its_admin_key_for_the_workers() -> None:
-    rec = render("dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"}, secrets={"arIoAdminKey": "bridge-key-0123"})
+    rec = render(
+        "dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"}, secrets={"arIoAdminKey": "bridge-key-0123"}
+    )
     settings = settings_map(rec, container(deployment(rec, "api")))
     assert (settings["OPTICAL_BRIDGING_ENABLED"], settings["OPTICAL_BRIDGE_URL"]) == ("true", "https://bridge.example.com")
     (credentials,) = [s for s in rec.of_type(SECRET) if "db-password" in (s.inputs.get("stringData") or {})]
@@ -292,13 +308,21 @@ def test_disruption_budgets_and_spread_where_replicas_allow() -> None:
     assert "api-pdb" in pdbs and "workers-pdb" not in pdbs
     assert dev.of_type("kubernetes:policy/v1:PodDisruptionBudget") == []
     spread = deployment(prod, "api").get("spec.template.spec.topologySpreadConstraints")
-    assert any(c["topologyKey"] == "kubernetes.io/hostname" and c["whenUnsatisfiable"] == "DoNotSchedule" for c in spread)
+    assert any(
+        c["topologyKey"] == "kubernetes.io/hostname" and c["whenUnsatisfiable"] == "DoNotSchedule" for c in spread
+    )
     assert deployment(dev, "api").get("spec.template.spec.topologySpreadConstraints") is None
 
 
 @pytest.mark.parametrize(("visibility", "expect_pull_secret"), [("private", True), ("public", False)])
 def test_pull_secret_on_every_pod_only_for_private_images(visibility: str, expect_pull_secret: bool) -> None:
-    rec = render("dev", overrides={"ghcrVisibility": visibility}, call_results=lambda token, args: {"code": 200, "body": json.dumps({"visibility": visibility})} if "getRestApi" in token else None)
+    rec = render(
+        "dev",
+        overrides={"ghcrVisibility": visibility},
+        call_results=lambda token, args: (
+            {"code": 200, "body": json.dumps({"visibility": visibility})} if "getRestApi" in token else None
+        ),
+    )
     pull = [s for s in rec.of_type(SECRET) if s.inputs.get("type") == "kubernetes.io/dockerconfigjson"]
     assert len(pull) == (1 if expect_pull_secret else 0)
     for w in [*rec.of_type(DEPLOYMENT), migration_job(rec)]:
@@ -335,7 +359,10 @@ def test_changing_a_secret_or_setting_rolls_the_pods_that_use_it(change: dict[st
 
 def test_outputs_name_everything_and_reveal_no_secret(recording: Recording) -> None:
     out = recording.outputs
-    for key in ("namespace", "apiServiceName", "apiInternalUrl", "publicUrl", "adminServiceName", "imageRef", "migrationJobName", "secretNames"):
+    for key in (
+        "namespace", "apiServiceName", "apiInternalUrl", "publicUrl", "adminServiceName", "imageRef",
+        "migrationJobName", "secretNames",
+    ):
         assert out.get(key), key
     assert out["migrationJobName"] == recording.k8s_name(migration_job(recording))
     assert "adminPassword" in recording.secret_outputs

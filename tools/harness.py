@@ -28,6 +28,8 @@ from pulumi.runtime.settings import reset_options
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.settings.stack import OFFLINE_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "x402-bundler"
 SECRET = "[secret]"
@@ -84,7 +86,9 @@ class Recording:
 
     def one(self, type_: str, name: str) -> Registered:
         found = [r for r in self.resources if r.type == type_ and r.name == name]
-        assert len(found) == 1, f"expected one {type_} named {name}, found {len(found)}: {[r.name for r in self.of_type(type_)]}"
+        assert len(found) == 1, (
+            f"expected one {type_} named {name}, found {len(found)}: {[r.name for r in self.of_type(type_)]}"
+        )
         return found[0]
 
     def by_urn(self, urn: str) -> Registered:
@@ -165,7 +169,9 @@ class ProgramMocks(pulumi.runtime.Mocks):
                                       state.get("exports"), state.get("labels"))
             state["ref"] = f"{tags[0]}@{state['digest']}"
         elif args.typ == "docker-build:index:Index":
-            state["ref"] = f"{state.get('tag', 'registry.invalid/unknown:x')}@{_digest(sorted(state.get('sources') or []))}"
+            state["ref"] = (
+                f"{state.get('tag', 'registry.invalid/unknown:x')}@{_digest(sorted(state.get('sources') or []))}"
+            )
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = "mock-" + hashlib.sha256(args.name.encode()).hexdigest()[:28]
         elif args.typ == "pulumi:pulumi:StackReference":
@@ -211,6 +217,7 @@ class RecordingMonitor(pmocks.MockMonitor):
         if request.type != "pulumi:pulumi:Stack":
             raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
             timeouts = request.customTimeouts
+            timeouts_by_op = (("create", timeouts.create), ("update", timeouts.update), ("delete", timeouts.delete))
             self.recorded.append(
                 Registered(
                     type=request.type,
@@ -224,7 +231,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                     protect=bool(request.protect),
                     retain_on_delete=bool(request.retainOnDelete),
                     delete_before_replace=bool(request.deleteBeforeReplace),
-                    custom_timeouts={k: v for k, v in (("create", timeouts.create), ("update", timeouts.update), ("delete", timeouts.delete)) if v},
+                    custom_timeouts={k: v for k, v in timeouts_by_op if v},
                     ignore_changes=list(request.ignoreChanges),
                     replace_on_changes=list(request.replaceOnChanges),
                     provider=request.provider,
@@ -326,6 +333,7 @@ def run_program(
 
     cwd = os.getcwd()
     os.chdir(ROOT)
+    os.environ[OFFLINE_ENV] = "1"  # nothing is deployed from here: example values warn
     try:
         def main() -> None:
             if program is not None:
@@ -340,6 +348,7 @@ def run_program(
         return Recording(resources=monitor.recorded, calls=mocks.calls, error=error)
     finally:
         os.chdir(cwd)
+        os.environ.pop(OFFLINE_ENV, None)
 
     recording = Recording(resources=monitor.recorded, calls=mocks.calls)
     root = pulumi.runtime.get_root_resource()

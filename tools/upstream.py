@@ -102,10 +102,19 @@ class Adaptation:
     why: str
 
 
-_TTL_WHY = "ardrive-promise-cache 1.4.0 names cacheParams.cacheTTLMillis cacheTTL (an unknown name leaves the TTL undefined and the constructor throws)"
+_TTL_WHY = (
+    "ardrive-promise-cache 1.4.0 names cacheParams.cacheTTLMillis cacheTTL (an unknown name leaves the TTL undefined "
+    "and the constructor throws)"
+)
 _EPHEMERAL_WHY = "simple-cache 3 has no TemporaryCache; its EphemeralCache takes the same (capacity, ttlMs)"
 ADAPTATIONS = (
-    Adaptation("lib/utils/inFlightDataItemCache.js", "(0, simple_cache_1.TemporaryCache)(", "(0, simple_cache_1.EphemeralCache)(", 1, _EPHEMERAL_WHY),
+    Adaptation(
+        "lib/utils/inFlightDataItemCache.js",
+        "(0, simple_cache_1.TemporaryCache)(",
+        "(0, simple_cache_1.EphemeralCache)(",
+        1,
+        _EPHEMERAL_WHY,
+    ),
     Adaptation("lib/utils/inFlightDataItemCache.js", "cacheTTLMillis:", "cacheTTL:", 1, _TTL_WHY),
     Adaptation("lib/arch/arweaveGateway.js", "cacheTTLMillis:", "cacheTTL:", 1, _TTL_WHY),
     Adaptation("lib/utils/cacheServiceUtils.js", "cacheTTLMillis:", "cacheTTL:", 3, _TTL_WHY),
@@ -255,7 +264,9 @@ def parse_copy(ins: Instruction) -> CopyInstruction:
         rest = rest.lstrip()
         name, _, value = flag[2:].partition("=")
         if name not in ("chown", "from", "link"):
-            raise UpstreamError(f"Dockerfile line {ins.line}: `{ins}`: COPY --{name} is not emulated by tools/upstream.py")
+            raise UpstreamError(
+                f"Dockerfile line {ins.line}: `{ins}`: COPY --{name} is not emulated by tools/upstream.py"
+            )
         flags[name] = value
     if "$" in rest:
         raise UpstreamError(f"Dockerfile line {ins.line}: `{ins}`: variables in COPY are not emulated")
@@ -371,14 +382,18 @@ class Accounts:
         if group.isdigit():
             return int(group)
         if group not in self.groups:
-            raise UpstreamError(f"group {group!r} is not created in the Dockerfile's runtime stage nor known in its base image")
+            raise UpstreamError(
+                f"group {group!r} is not created in the Dockerfile's runtime stage nor known in its base image"
+            )
         return self.groups[group]
 
     def uid_of(self, user: str) -> tuple[int, int]:
         if user.isdigit():
             return int(user), int(user)
         if user not in self.users:
-            raise UpstreamError(f"user {user!r} is not created in the Dockerfile's runtime stage nor known in its base image")
+            raise UpstreamError(
+                f"user {user!r} is not created in the Dockerfile's runtime stage nor known in its base image"
+            )
         return self.users[user]
 
     def owner(self, spec: Optional[str]) -> tuple[int, int]:
@@ -526,7 +541,9 @@ def stack_image_config() -> tuple[str, str]:
 
 def _git(*args: str, cwd: Optional[Path] = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true")
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def clone(url: str, ref: str, say: Say) -> Path:
@@ -649,12 +666,15 @@ def lock_mismatch(lock: dict[str, Any], package: dict[str, Any]) -> list[str]:
 
 
 def npm_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NODE_ENV", "npm_config_production", "npm_config_omit", "NODE_OPTIONS")}
+    dropped = ("NODE_ENV", "npm_config_production", "npm_config_omit", "NODE_OPTIONS")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(npm_config_update_notifier="false", npm_config_fund="false", npm_config_audit="false")
     return env
 
 
-def run_logged(cmd: list[str], cwd: Path, log: Path, say: Say, env: Optional[dict[str, str]] = None) -> tuple[int, float]:
+def run_logged(
+    cmd: list[str], cwd: Path, log: Path, say: Say, env: Optional[dict[str, str]] = None
+) -> tuple[int, float]:
     say(f"$ {shlex.join(cmd)}  (in {cwd.name}/, log {log.name})")
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -698,7 +718,10 @@ def relock(src: Path, say: Say) -> None:
         changed = not LOCK_FILE.is_file() or LOCK_FILE.read_text() != text
         LOCK_FILE.write_text(text)
         count = len(json.loads(text).get("packages", {})) - 1
-        say(f"relock: {count} packages resolved in {seconds:.1f}s; {LOCK_FILE.relative_to(ROOT)} {'written' if changed else 'unchanged'}")
+        say(
+            f"relock: {count} packages resolved in {seconds:.1f}s; "
+            f"{LOCK_FILE.relative_to(ROOT)} {'written' if changed else 'unchanged'}"
+        )
     finally:
         _rmtree(work)
 
@@ -773,13 +796,20 @@ class Build:
         builders = {c.from_stage for c in self._copies(final) if c.from_stage}
         by_name = {s.name: s for s in stages if s.name} | {str(s.index): s for s in stages}
         if len(builders) > 1:
-            raise UpstreamError(f"the runtime stage copies from several stages ({sorted(builders)}): only one builder is emulated")
+            raise UpstreamError(
+                f"the runtime stage copies from several stages ({sorted(builders)}): only one builder is emulated"
+            )
         builder_stage = by_name.get(next(iter(builders))) if builders else None
         if builders and builder_stage is None:
-            raise UpstreamError(f"the runtime stage copies --from={next(iter(builders))}, which is no stage of the Dockerfile")
+            raise UpstreamError(
+                f"the runtime stage copies --from={next(iter(builders))}, which is no stage of the Dockerfile"
+            )
         builder_workdir = "/"
         if builder_stage is not None:
-            self.say(f"builder stage: `FROM {builder_stage.base} AS {builder_stage.name}` ({len(builder_stage.instructions)} instructions)")
+            self.say(
+                f"builder stage: `FROM {builder_stage.base} AS {builder_stage.name}` "
+                f"({len(builder_stage.instructions)} instructions)"
+            )
             builder_workdir = self.emulate_builder(builder_stage, context)
         image = self.lay_out(final, context, builder_workdir)
         _rmtree(self.builder)
@@ -839,9 +869,14 @@ class Build:
         package = patched_package_json(json.loads(package_path.read_text()))
         package_path.write_text(json.dumps(package, indent=2) + "\n")
         subs = ", ".join(f"{s.package} {s.upstream} -> {s.here}" for s in SUBSTITUTIONS)
-        self.say(f"builder: yarn install --frozen-lockfile -> npm ci with {LOCK_FILE.relative_to(ROOT)}; substituted {subs}")
+        self.say(
+            f"builder: yarn install --frozen-lockfile -> npm ci with {LOCK_FILE.relative_to(ROOT)}; substituted {subs}"
+        )
         if not LOCK_FILE.is_file():
-            raise UpstreamError(f"{LOCK_FILE.relative_to(ROOT)} does not exist: run `python -m tools.upstream --relock` to create it, then commit it")
+            raise UpstreamError(
+                f"{LOCK_FILE.relative_to(ROOT)} does not exist: run `python -m tools.upstream --relock` to create it, "
+                f"then commit it"
+            )
         lock = json.loads(LOCK_FILE.read_text())
         problems = lock_mismatch(lock, package)
         if problems:
@@ -852,7 +887,9 @@ class Build:
             )
         shutil.copyfile(LOCK_FILE, self.builder / "package-lock.json")
         packages = lock.get("packages") or {}
-        scripts = sorted({p.rpartition("node_modules/")[2] for p, v in packages.items() if p and v.get("hasInstallScript")})
+        scripts = sorted(
+            {p.rpartition("node_modules/")[2] for p, v in packages.items() if p and v.get("hasInstallScript")}
+        )
         log = self.logs / "npm-ci.log"
         # yarn 1 runs every dependency's install scripts; npm 11 runs only those its allow-scripts setting names
         # (project-scoped: .npmrc or package.json), so name them all, from the committed lock. Their output
@@ -874,7 +911,9 @@ class Build:
         warnings = [line for line in text.splitlines() if line.lower().startswith("npm warn")]
         deprecated = [w for w in warnings if "deprecated" in w]
         native = sorted(
-            str(p.relative_to(self.builder / "node_modules")) for p in (self.builder / "node_modules").rglob("*.node") if p.is_file()
+            str(p.relative_to(self.builder / "node_modules"))
+            for p in (self.builder / "node_modules").rglob("*.node")
+            if p.is_file()
         )
         self.say(
             f"builder: npm ci: {len(packages) - 1} packages in {seconds:.1f}s; install scripts of "
@@ -899,18 +938,27 @@ class Build:
         log = self.logs / "tsc.log"
         rc, seconds = run_logged([str(tsc), "-p", "tsconfig.json"], self.builder, log, self.say)
         self.timings["tsc"] = seconds
-        errors = [m for m in (re.match(r"^(\S[^(]*)\((\d+),(\d+)\): error (TS\d+): (.*)$", line) for line in log.read_text(errors="replace").splitlines()) if m]
+        error_line = re.compile(r"^(\S[^(]*)\((\d+),(\d+)\): error (TS\d+): (.*)$")
+        errors = [m for m in (error_line.match(line) for line in log.read_text(errors="replace").splitlines()) if m]
         emitted = (self.builder / "lib" / "index.js").is_file()
         if rc != 0 and not emitted:
-            raise UpstreamError(f"tsc failed (exit {rc}) and emitted no lib/index.js. Last lines of {log.name}:\n{tail(log)}")
+            raise UpstreamError(
+                f"tsc failed (exit {rc}) and emitted no lib/index.js. Last lines of {log.name}:\n{tail(log)}"
+            )
         files = sorted({m.group(1) for m in errors})
         version = subprocess.run([str(tsc), "--version"], capture_output=True, text=True, check=False).stdout.strip()
-        self.say(f"builder: tsc ({version}) exit {rc} in {seconds:.1f}s: {len(errors)} type errors in {len(files)} files ({', '.join(files) or 'none'}); lib/ emitted")
+        self.say(
+            f"builder: tsc ({version}) exit {rc} in {seconds:.1f}s: {len(errors)} type errors in {len(files)} files "
+            f"({', '.join(files) or 'none'}); lib/ emitted"
+        )
         for m in errors[:8]:
             self.say(f"  {m.group(1)}:{m.group(2)} {m.group(4)} {m.group(5)[:110]}")
         unexpected = [f for f in files if f not in EXPECTED_TSC_ERROR_FILES]
         if unexpected:
-            self.say(f"warning: type errors outside the substituted packages' call sites: {', '.join(unexpected)} (see {log})")
+            self.say(
+                f"warning: type errors outside the substituted packages' call sites: {', '.join(unexpected)} "
+                f"(see {log})"
+            )
             self.notes.append(f"unexpected tsc errors in {', '.join(unexpected)}")
         self.notes.append(f"tsc: exit {rc}, {len(errors)} type errors in {', '.join(files) or 'no files'}")
         self.adapt()
@@ -919,7 +967,10 @@ class Build:
         for a in ADAPTATIONS:
             path = self.builder / a.path
             if not path.is_file():
-                raise UpstreamError(f"adaptation: {a.path} was not emitted; the upstream changed: review ADAPTATIONS in tools/upstream.py")
+                raise UpstreamError(
+                    f"adaptation: {a.path} was not emitted; the upstream changed: "
+                    f"review ADAPTATIONS in tools/upstream.py"
+                )
             text = path.read_text()
             found = text.count(a.old)
             if found != a.count:
@@ -933,8 +984,13 @@ class Build:
             text = path.read_text()
             left += [f"{path.relative_to(self.builder)}: {word}" for word in FORBIDDEN_AFTER_ADAPTING if word in text]
         if left:
-            raise UpstreamError(f"adaptation: still present after adapting: {', '.join(left)}; review ADAPTATIONS in tools/upstream.py")
-        self.say(f"builder: adapted the emitted JS at {sum(a.count for a in ADAPTATIONS)} places in {len({a.path for a in ADAPTATIONS})} files")
+            raise UpstreamError(
+                f"adaptation: still present after adapting: {', '.join(left)}; review ADAPTATIONS in tools/upstream.py"
+            )
+        self.say(
+            f"builder: adapted the emitted JS at {sum(a.count for a in ADAPTATIONS)} places "
+            f"in {len({a.path for a in ADAPTATIONS})} files"
+        )
 
     def find_delete(self, where: str, pattern: str) -> None:
         base = (self.builder / where).resolve()
@@ -956,14 +1012,19 @@ class Build:
         for pattern in copy.sources:
             clean = os.path.normpath(pattern).lstrip("/")
             if clean.startswith(".."):
-                raise UpstreamError(f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: {pattern} is outside the context")
+                raise UpstreamError(
+                    f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: {pattern} is outside the context"
+                )
             if any(ch in clean for ch in "*?["):
                 matches = sorted(p.relative_to(context.root).as_posix() for p in context.root.glob(clean))
                 matches = [m for m in matches if not context.ignore.excluded(m)]
             else:
                 matches = [clean] if (context.root / clean).exists() and not context.ignore.excluded(clean) else []
             if not matches:
-                raise UpstreamError(f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: {pattern} is not in the build context")
+                raise UpstreamError(
+                    f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: "
+                    f"{pattern} is not in the build context"
+                )
             sources += matches
 
         def copy_file(src: Path, target: Path) -> None:
@@ -1003,11 +1064,16 @@ class Build:
         try:
             dest_rel = dest_abs.relative_to(workdir)
         except ValueError as exc:
-            raise UpstreamError(f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: copies outside {workdir}") from exc
+            raise UpstreamError(
+                f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: copies outside {workdir}"
+            ) from exc
         dest = root / dest_rel
         into_dir = copy.dest.endswith("/") or len(sources) > 1 or (dest.is_dir() and not dest.is_symlink())
         if len(sources) > 1 and not copy.dest.endswith("/"):
-            raise UpstreamError(f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: several sources need a destination ending in /")
+            raise UpstreamError(
+                f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: "
+                f"several sources need a destination ending in /"
+            )
         created = []
         for rel in sources:
             target = dest / PurePosixPath(rel).name if into_dir and not self._is_dir_source(rel, copy) else dest
@@ -1024,16 +1090,23 @@ class Build:
             return (self.builder / rel).is_dir() and not (self.builder / rel).is_symlink()
         return (self.src / rel).is_dir() and not (self.src / rel).is_symlink()
 
-    def copy_from_builder(self, copy: CopyInstruction, builder_workdir: str, workdir: str, owner: tuple[int, int]) -> list[str]:
+    def copy_from_builder(
+        self, copy: CopyInstruction, builder_workdir: str, workdir: str, owner: tuple[int, int]
+    ) -> list[str]:
         sources = []
         for pattern in copy.sources:
             path = resolve_in(builder_workdir, pattern)
             try:
                 rel = path.relative_to(builder_workdir).as_posix()
             except ValueError as exc:
-                raise UpstreamError(f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: {pattern} is outside the builder work dir {builder_workdir}") from exc
+                raise UpstreamError(
+                    f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: "
+                    f"{pattern} is outside the builder work dir {builder_workdir}"
+                ) from exc
             if not (self.builder / rel).exists():
-                raise UpstreamError(f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: the builder produced no {pattern}")
+                raise UpstreamError(
+                    f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: the builder produced no {pattern}"
+                )
             sources.append(rel)
 
         def place(rel: str, dest: Path) -> None:
@@ -1074,20 +1147,35 @@ class Build:
                         accounts.addgroup(command[1:])
                     elif command[0] == "adduser":
                         accounts.adduser(command[1:])
-                    elif command[0] == "chown" and len(command) == 3 and workdir and resolve_in(workdir, command[2]) == PurePosixPath(workdir):
+                    elif (
+                        command[0] == "chown" and len(command) == 3
+                        and workdir and resolve_in(workdir, command[2]) == PurePosixPath(workdir)
+                    ):
                         workdir_owner = accounts.owner(command[1])
                     else:
-                        raise UpstreamError(f"{where}: `{shlex.join(command)}` is not emulated by tools/upstream.py: the upstream Dockerfile changed")
+                        raise UpstreamError(
+                            f"{where}: `{shlex.join(command)}` is not emulated by tools/upstream.py: "
+                            f"the upstream Dockerfile changed"
+                        )
             elif ins.keyword == "COPY":
                 if workdir is None:
-                    raise UpstreamError(f"{where}: COPY before WORKDIR: the tree is laid out relative to the runtime WORKDIR")
+                    raise UpstreamError(
+                        f"{where}: COPY before WORKDIR: the tree is laid out relative to the runtime WORKDIR"
+                    )
                 copy = parse_copy(ins)
                 owner = accounts.owner(copy.chown)
                 if copy.from_stage:
                     paths = self.copy_from_builder(copy, builder_workdir, workdir, owner)
                 else:
                     paths = self.copy_from_context(copy, context, self.app, workdir, owner)
-                copied.append({"instruction": str(ins), "from": copy.from_stage or "context", "paths": paths, "owner": list(owner)})
+                copied.append(
+                    {
+                        "instruction": str(ins),
+                        "from": copy.from_stage or "context",
+                        "paths": paths,
+                        "owner": list(owner),
+                    }
+                )
             elif ins.keyword == "USER":
                 user = ins.args.strip()
             elif ins.keyword == "EXPOSE":
@@ -1111,11 +1199,16 @@ class Build:
             elif ins.keyword in ("LABEL", "ARG"):
                 continue
             else:
-                raise UpstreamError(f"{where}: `{ins}`: {ins.keyword} in the runtime stage is not emulated by tools/upstream.py")
+                raise UpstreamError(
+                    f"{where}: `{ins}`: {ins.keyword} in the runtime stage is not emulated by tools/upstream.py"
+                )
         if workdir is None:
             raise UpstreamError("the Dockerfile's runtime stage sets no WORKDIR")
         if entrypoint is None or cmd is None:
-            raise UpstreamError("the Dockerfile's runtime stage sets no ENTRYPOINT (it would inherit the base image's, which this tool cannot read)")
+            raise UpstreamError(
+                "the Dockerfile's runtime stage sets no ENTRYPOINT (it would inherit the base image's, "
+                "which this tool cannot read)"
+            )
         name, _, group = user.partition(":")
         uid, process_gid = accounts.uid_of(name)
         if group:
@@ -1145,8 +1238,12 @@ class Build:
             "system_packages": packages,
             "copied": copied,
             "chowned": chowned,
-            "substitutions": [{"package": s.package, "upstream": s.upstream, "here": s.here, "why": s.why} for s in SUBSTITUTIONS],
-            "adaptations": [{"path": a.path, "old": a.old, "new": a.new, "count": a.count, "why": a.why} for a in ADAPTATIONS],
+            "substitutions": [
+                {"package": s.package, "upstream": s.upstream, "here": s.here, "why": s.why} for s in SUBSTITUTIONS
+            ],
+            "adaptations": [
+                {"path": a.path, "old": a.old, "new": a.new, "count": a.count, "why": a.why} for a in ADAPTATIONS
+            ],
             "lock_sha256": hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest() if LOCK_FILE.is_file() else None,
             "node": _version(["node", "--version"]),
             "npm": _version(["npm", "--version"]),
@@ -1158,7 +1255,9 @@ class Build:
             raise UpstreamError(f"the prepared tree lacks {', '.join(missing)}")
         typings = [p for p in (self.app / "lib").rglob("*") if p.name.endswith((".d.ts", ".d.ts.map"))]
         if typings:
-            raise UpstreamError(f"the prepared tree still has {len(typings)} .d.ts files under lib/ (e.g. {typings[0]})")
+            raise UpstreamError(
+                f"the prepared tree still has {len(typings)} .d.ts files under lib/ (e.g. {typings[0]})"
+            )
 
 
 def _parse_env(ins: Instruction) -> dict[str, str]:
@@ -1257,9 +1356,17 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
         started = time.monotonic()
         key, files = cache_key(context, commit)
         root = BUILD_ROOT / key
-        say(f"key {key} ({files} context files, {LOCK_FILE.name}, tools/upstream.py; hashed in {time.monotonic() - started:.1f}s)")
-        if (root / MARKER).is_file() and (root / IMAGE_JSON).is_file() and all((root / "app" / f).is_file() for f in REQUIRED_FILES):
-            say(f"reusing {root.relative_to(ROOT)}: complete since {(root / MARKER).read_text().strip()}; nothing to do")
+        say(
+            f"key {key} ({files} context files, {LOCK_FILE.name}, tools/upstream.py; "
+            f"hashed in {time.monotonic() - started:.1f}s)"
+        )
+        if (
+            (root / MARKER).is_file() and (root / IMAGE_JSON).is_file()
+            and all((root / "app" / f).is_file() for f in REQUIRED_FILES)
+        ):
+            say(
+                f"reusing {root.relative_to(ROOT)}: complete since {(root / MARKER).read_text().strip()}; nothing to do"
+            )
             return _from_image_json(root, reused=True, source=src)
         if root.exists():
             say(f"{root.relative_to(ROOT)} exists but is not complete: removing it")
@@ -1292,9 +1399,13 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.upstream", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.upstream", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     parser.add_argument("--print-dir", action="store_true", help="print only the path of the app tree (no progress)")
-    parser.add_argument("--relock", action="store_true", help=f"resolve the dependencies anew and write {LOCK_FILE.relative_to(ROOT)}")
+    parser.add_argument(
+        "--relock", action="store_true", help=f"resolve the dependencies anew and write {LOCK_FILE.relative_to(ROOT)}"
+    )
     args = parser.parse_args(argv)
     try:
         prepared = prepare(relock_lock=args.relock, say=_quiet if args.print_dir else _stderr_say)

@@ -65,7 +65,8 @@ def run_stack(stack: str, workdir: Path, results: dict[str, dict[str, int]]) -> 
                     print(line, end="", flush=True)
         proc.wait()
         if stack not in results:
-            print(f"e2e: {stack}: runner: FAIL (exited {proc.returncode} without a result; see {workdir.parent}/{stack}.log)",
+            print(f"e2e: {stack}: runner: FAIL (exited {proc.returncode} without a result; "
+                  f"see {workdir.parent}/{stack}.log)",
                   flush=True)
             results[stack] = {"passed": 0, "failed": 1}
     finally:
@@ -92,7 +93,9 @@ def main() -> None:
           f"({app.commit[:12]} from {app.source}, "
           f"Pulumi.dev.yaml imageGitRef {dev_ref[:12]})", flush=True)
     base = ROOT / "build" / "e2e"
-    results: dict[str, dict[str, int]] = {"build": {"passed": int(app.commit == dev_ref), "failed": int(app.commit != dev_ref)}}
+    results: dict[str, dict[str, int]] = {
+        "build": {"passed": int(app.commit == dev_ref), "failed": int(app.commit != dev_ref)},
+    }
     threads = []
     for stack in stacks:
         workdir = base / stack

@@ -245,7 +245,8 @@ class Cluster:
                 return
             time.sleep(0.2)
         w.state, w.detail = "failed", "pods not ready: " + "; ".join(
-            f"{p.name}: {p.containers[0].last_readiness.detail if p.containers[0].last_readiness else 'no probe result'}"
+            f"{p.name}: "
+            f"{p.containers[0].last_readiness.detail if p.containers[0].last_readiness else 'no probe result'}"
             for p in w.pods if not p.ready)
 
     def _run_job(self, w: Workload, deadline: float) -> None:

@@ -108,7 +108,8 @@ class Gateway:
         ids = re.search(r"blocks\s*\(\s*ids\s*:\s*\[([^\]]*)\]", query)
         if ids:
             wanted = re.findall(r'"([^"]+)"', ids.group(1))
-            return {"data": {"blocks": {"edges": [{"node": {"id": i, "height": self._anchor_height(i, current)}} for i in wanted]}}}
+            edges = [{"node": {"id": i, "height": self._anchor_height(i, current)}} for i in wanted]
+            return {"data": {"blocks": {"edges": edges}}}
         if "blocks" in query:
             return {"data": {"blocks": {"edges": [{"node": current}]}}}
         return {"data": {"transactions": {"edges": [], "pageInfo": {"hasNextPage": False}}}}

@@ -331,7 +331,8 @@ class Container:
             url = f"http://{self.pod.ip}:{self._port(get['port'])}{get.get('path', '/')}"
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
-                    return ProbeResult(200 <= response.status < 400, f"HTTP {response.status}", time.monotonic() - started)
+                    return ProbeResult(200 <= response.status < 400, f"HTTP {response.status}",
+                                       time.monotonic() - started)
             except urllib.error.HTTPError as error:
                 return ProbeResult(200 <= error.code < 400, f"HTTP {error.code}", time.monotonic() - started)
             except (OSError, urllib.error.URLError) as error:

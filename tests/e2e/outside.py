@@ -60,7 +60,8 @@ def make_tls(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
     return paths
 
 
-def wait_port(address: str, port: int, timeout: float, what: str, proc: Optional[subprocess.Popen[bytes]] = None) -> None:
+def wait_port(address: str, port: int, timeout: float, what: str,
+              proc: Optional[subprocess.Popen[bytes]] = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -153,7 +154,8 @@ def redis(netns: str, root: Path, name: str, address: str, port: int, password: 
         lines.append(f"port {port}")
     conf.write_text("\n".join(lines) + "\n")
     conf.chmod(0o600)
-    return OutsideService(name, netns, ["/usr/bin/redis-server", str(conf)], address, port, root / f"{name}.log").start()
+    return OutsideService(name, netns, ["/usr/bin/redis-server", str(conf)], address, port,
+                          root / f"{name}.log").start()
 
 
 def s3(netns: str, root: Path, address: str, tls: tuple[Path, Path, Path], bucket: str) -> OutsideService:

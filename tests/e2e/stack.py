@@ -188,7 +188,8 @@ class Clients:
         else:
             url = f"https://{self.out.hosts['s3.' + c['AWS_REGION'] + '.amazonaws.com']}"
         client = boto3.client("s3", endpoint_url=url, region_name=c["AWS_REGION"], verify=False,
-                              aws_access_key_id=self.endpoints["s3_key"], aws_secret_access_key=self.endpoints["s3_secret"],
+                              aws_access_key_id=self.endpoints["s3_key"],
+                              aws_secret_access_key=self.endpoints["s3_secret"],
                               config=botocore.config.Config(s3={"addressing_style": "path"}))
         listing = client.list_objects_v2(Bucket=c["DATA_ITEM_BUCKET"], Prefix=prefix)
         return [o["Key"] for o in listing.get("Contents") or []]
@@ -403,7 +404,8 @@ class StackTest:
                 f"the upload-new-data-item queue); bucket key {keys[0] if keys else 'MISSING'}")
         def counts() -> dict[str, str]:
             return {state: self.clients.redis("queue", command, f"bull:upload-new-data-item:{state}")
-                    for state, command in (("wait", "LLEN"), ("active", "LLEN"), ("completed", "ZCARD"), ("failed", "ZCARD"))}
+                    for state, command in (("wait", "LLEN"), ("active", "LLEN"),
+                                           ("completed", "ZCARD"), ("failed", "ZCARD"))}
 
         took = self.cluster.wait(lambda: counts()["completed"] not in ("", "0"), 30)
         now = counts()
@@ -484,7 +486,8 @@ class StackTest:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        threads = [threading.Thread(target=self.clients.upload, args=(self._api_url(),), daemon=True) for _ in range(12)]
+        threads = [threading.Thread(target=self.clients.upload, args=(self._api_url(),), daemon=True)
+                   for _ in range(12)]
         for t in threads:
             t.start()
         for t in threads:
@@ -517,14 +520,16 @@ class StackTest:
         methods = sorted({f[1] for f in probe})
         self.ok("S3 probe uses object calls only (no s3:ListBucket)", bool(probe) and not bucket_level,
                 f"{len(probe)} probe requests ({', '.join(methods)} on the probe object); bucket-level requests "
-                f"from the app and its probes: {len(bucket_level)}{' ' + str(bucket_level[:3]) if bucket_level else ''}")
+                f"from the app and its probes: {len(bucket_level)}"
+                f"{' ' + str(bucket_level[:3]) if bucket_level else ''}")
 
     def database_password(self) -> None:
         """The app puts DB_PASSWORD unescaped into a URL: the stack refuses such passwords."""
         used = self.clients.endpoints["db_password"]
         try:
             run_program(self.stack, overrides={**TEST_OVERRIDES[self.stack], "dataMode": "external",
-                                               "dbHost": "db.example.internal", "cacheRedisHost": "cache.example.internal",
+                                               "dbHost": "db.example.internal",
+                                               "cacheRedisHost": "cache.example.internal",
                                                "queueRedisHost": "queue.example.internal"},
                         secrets={**self.values, "dbPassword": "pa#ss@word/with:url?chars%",
                                  "s3AccessKeyId": "k", "s3SecretAccessKey": "s"},
@@ -536,14 +541,16 @@ class StackTest:
         unsafe = sorted(set(used) & set("#/:?@% \t\n"))
         self.ok("database password with URL characters refused; the one in use is URL-safe",
                 named and not unsafe,
-                f"a password with # @ / : ? % -> {'ConfigError naming dbPassword, password not echoed' if named else 'NOT refused'}; "
+                f"a password with # @ / : ? % -> "
+                f"{'ConfigError naming dbPassword, password not echoed' if named else 'NOT refused'}; "
                 f"the password this run's pods use: {len(used)} characters, URL characters in it: {unsafe or 'none'}")
 
     # -- faults --------------------------------------------------------------------------
 
     def _bound(self, pod: Pod, probe: str = "readiness") -> float:
         spec = pod.containers[0].spec[f"{probe}Probe"]
-        return float(spec.get("failureThreshold", 3)) * float(spec.get("periodSeconds", 10)) + float(spec.get("timeoutSeconds", 1))
+        return (float(spec.get("failureThreshold", 3)) * float(spec.get("periodSeconds", 10))
+                + float(spec.get("timeoutSeconds", 1)))
 
     def _data(self, component: str) -> tuple[Callable[[], None], Callable[[], None]]:
         """Stop and start a backing service, wherever the stack has it."""
@@ -601,7 +608,8 @@ class StackTest:
         ready = self.cluster.wait(lambda: pod.ready, 120) if took is not None else None
         self.ok("frozen worker (SIGSTOP) restarted by its liveness probe", took is not None and ready is not None,
                 f"restarted after {None if took is None else round(took, 1)} s (liveness bound "
-                f"{self._bound(pod, 'liveness'):.0f} s + grace), Ready again after {ready if ready is None else round(ready, 1)} s; "
+                f"{self._bound(pod, 'liveness'):.0f} s + grace), "
+                f"Ready again after {ready if ready is None else round(ready, 1)} s; "
                 f"{[e for e in self.events.since(t0, pod.name) if 'liveness' in e][:1]}")
 
     def worker_liveness_source(self) -> None:
@@ -626,14 +634,16 @@ class StackTest:
     def termination(self) -> None:
         api = self.cluster.pods("api")
         spec = api[0].containers[0].spec
-        pre_stop = float((spec.get("lifecycle") or {}).get("preStop", {}).get("exec", {}).get("command", ["", "", "0"])[-1])
+        pre_stop = float((spec.get("lifecycle") or {}).get("preStop", {}).get("exec", {})
+                         .get("command", ["", "", "0"])[-1])
         pid1 = Path(f"/proc/{api[0].containers[0].pid1}/cmdline").read_bytes().split(b"\0")[0].decode()
         self.ok("API runs under an init as PID 1", pid1.endswith("dumb-init"), f"PID 1 in the API container: {pid1}")
         # An upload in flight when its pod is deleted.
         busy = api[0]
         url = f"http://{busy.ip}:{self._api_url().rsplit(':', 1)[1]}"
         result: dict[str, Any] = {}
-        uploader = threading.Thread(target=lambda: result.update(self.clients.upload(url, slow_ms=int((pre_stop + 8) * 1000))))
+        slow_ms = int((pre_stop + 8) * 1000)
+        uploader = threading.Thread(target=lambda: result.update(self.clients.upload(url, slow_ms=slow_ms)))
         uploader.start()
         time.sleep(2)
         exit_seconds = busy.delete()
@@ -652,7 +662,8 @@ class StackTest:
         for component in ("workers", "admin"):
             pod = self.cluster.pods(component)[0]
             seconds = pod.delete()
-            self.ok(f"{component} pod stops on SIGTERM", seconds < pod.grace and pod.containers[0].exit_codes[-1:] == [0],
+            self.ok(f"{component} pod stops on SIGTERM",
+                    seconds < pod.grace and pod.containers[0].exit_codes[-1:] == [0],
                     f"{seconds:.1f} s to exit, exit code {pod.containers[0].exit_codes[-1:]} (grace {pod.grace:.0f} s)")
 
     def replace(self, old: Pod) -> Pod:
@@ -698,7 +709,8 @@ class StackTest:
                 for c in p.containers:
                     text = c.logs()
                     leaked += [f"{p.name}" for v in secret_values if v in text]
-        self.ok("no secret value in any container log", not leaked, f"checked {len(secret_values)} values; leaks in {sorted(set(leaked))}")
+        self.ok("no secret value in any container log", not leaked,
+                f"checked {len(secret_values)} values; leaks in {sorted(set(leaked))}")
 
 
 def main() -> None:

@@ -410,7 +410,8 @@ class TcpProxy:
             except (TimeoutError, OSError):
                 continue
             client.settimeout(None)  # accepted sockets inherit the listener's polling timeout
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), source_address=(self.source_address, 0))
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port),
+                                                source_address=(self.source_address, 0))
             self._open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()

@@ -155,7 +155,9 @@ def test_fails_postgres_when_the_real_server_is_shut_down(
 
 
 @pytest.fixture(params=["redis-cache", "redis-queue"])
-def own_redis(request: pytest.FixtureRequest, creds: Secrets, probe_env: dict[str, str]) -> Iterator[tuple[str, RedisServer, dict[str, str]]]:
+def own_redis(
+    request: pytest.FixtureRequest, creds: Secrets, probe_env: dict[str, str]
+) -> Iterator[tuple[str, RedisServer, dict[str, str]]]:
     """A redis-server of this test's own, so killing or freezing it spares the session's."""
     role = request.param
     server = RedisServer(password=creds.cache_password if role == "redis-cache" else None).start()
@@ -230,7 +232,9 @@ def recording_s3(request: pytest.FixtureRequest) -> Iterator[RecordingS3]:
     server.stop()
 
 
-@pytest.mark.parametrize("recording_s3", [{"missing": 403}, {"missing": 404}], indirect=True, ids=["403-without-listbucket", "404"])
+@pytest.mark.parametrize(
+    "recording_s3", [{"missing": 403}, {"missing": 404}], indirect=True, ids=["403-without-listbucket", "404"]
+)
 def test_s3_uses_only_object_calls_and_one_head_in_steady_state(
     recording_s3: RecordingS3, probe_env: dict[str, str], run_probe: RunProbe
 ) -> None:
@@ -306,7 +310,8 @@ def test_fails_when_the_worker_process_runs_without_a_queue_connection(
     result = _worker_check(run_probe(worker.probe_env(probe_env), "bullmq-worker"))
 
     # Sleeping (S) or, on a busy machine, runnable (R): either way not stopped.
-    assert re.search(rf"worker process {worker.worker_pid} \(state [SR]\) holds no ESTABLISHED connection to the queue Redis",
+    assert re.search(rf"worker process {worker.worker_pid} \(state [SR]\) "
+                     r"holds no ESTABLISHED connection to the queue Redis",
                      result["error"]), result["error"]
     assert f"127.0.0.1:{redis_queue.port}" in result["error"]
 
@@ -350,7 +355,8 @@ def test_passes_behind_nat_where_the_queue_redis_sees_another_source_address(
     nat = TcpProxy(redis_queue.port, source_address="127.0.0.2")
     try:
         worker = start_bullmq(redis_port=nat.port)
-        seen_by_redis = {line.split(" addr=")[1].split(":")[0] for line in redis_queue.command("CLIENT", "LIST").splitlines()
+        seen_by_redis = {line.split(" addr=")[1].split(":")[0]
+                         for line in redis_queue.command("CLIENT", "LIST").splitlines()
                          if " name=bull:" in line}
         run = run_probe({**worker.probe_env(probe_env), "REDIS_PORT_QUEUES": str(nat.port)}, "bullmq-worker")
     finally:

@@ -55,11 +55,13 @@ def main(argv: list[str]) -> int:
     bucket = bucket.rstrip("/")
     host = os.environ.get(f"MC_HOST_{alias}")
     if not host:
-        print(f"mc: <ERROR> Unable to make bucket `{target}`. alias `{alias}` not found (no MC_HOST_{alias}).", file=sys.stderr)
+        print(f"mc: <ERROR> Unable to make bucket `{target}`. alias `{alias}` not found (no MC_HOST_{alias}).",
+              file=sys.stderr)
         return 1
     url = urlsplit(host)
     if url.scheme not in ("http", "https") or not url.hostname:
-        print(f"mc: <ERROR> MC_HOST_{alias} is not a URL of the form http(s)://USER:PASSWORD@HOST:PORT", file=sys.stderr)
+        print(f"mc: <ERROR> MC_HOST_{alias} is not a URL of the form http(s)://USER:PASSWORD@HOST:PORT",
+              file=sys.stderr)
         return 1
     try:
         # Real mc writes its config here: a read-only or missing volume fails it too.
@@ -84,7 +86,9 @@ def main(argv: list[str]) -> int:
             if ignore_existing:
                 print(f"Bucket created successfully `{target}`.")
                 return 0
-            print(f"mc: <ERROR> Unable to make bucket `{target}`. Your previous request to create the named bucket succeeded and you already own it.", file=sys.stderr)
+            print(f"mc: <ERROR> Unable to make bucket `{target}`. "
+                  "Your previous request to create the named bucket succeeded and you already own it.",
+                  file=sys.stderr)
             return 1
         s3.create_bucket(Bucket=bucket)
     except ClientError as e:
