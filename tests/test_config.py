@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import subprocess
+import sys
 from typing import Any, Optional
 
+import pulumi
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components.settings import ConfigError, Settings, load_settings
 from components.settings.reader import Reader
+from components.settings.stack_file import declared_keys, stack_file_problems
+from components.settings.values import eip55, evm_address, has_checksum
+from tests.helpers import PROMOTED
 from tools.harness import ROOT, placeholder_secrets, run_program
 
 
@@ -286,3 +292,72 @@ def test_stack_files_commit_no_secret_values() -> None:
         committed = {k.split(":", 1)[1] for k in values}
         assert not committed & secret_keys, f"Pulumi.{stack}.yaml commits secret keys {committed & secret_keys}"
         assert committed <= set(declared), f"Pulumi.{stack}.yaml sets undeclared keys {committed - set(declared)}"
+
+
+# -- the stack file itself, EIP-55 and example values (issue 14) -----------------------------
+
+
+def test_a_misspelled_key_in_the_stack_file_is_refused_with_the_key_it_meant(tmp_path: Any) -> None:
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text("config:\n  x402-bundler:workersReplicas: 3\n  kubernetes:context: kind-dev\n")
+    (problem,) = stack_file_problems(stack_file, declared_keys())
+    assert problem.key == "workersReplicas"
+    assert "did you mean workerReplicas?" in problem.message
+    assert problem.fix == "rename it to x402-bundler:workerReplicas in Pulumi.dev.yaml"
+
+
+def test_a_secret_written_in_plain_text_in_the_stack_file_is_refused(tmp_path: Any) -> None:
+    stack_file = tmp_path / "Pulumi.prod.yaml"
+    stack_file.write_text("config:\n  x402-bundler:registryPullToken: ghp_example\n"
+                          "  x402-bundler:dbPassword:\n    secure: v1:abc\n")
+    (problem,) = stack_file_problems(stack_file, declared_keys())
+    assert problem.key == "registryPullToken" and "plain text" in problem.message
+    assert "ghp_example" not in problem.message + problem.fix
+    assert problem.fix.startswith("pulumi config set --secret x402-bundler:registryPullToken")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_committed_stack_files_declare_only_known_keys_and_encrypt_their_secrets(stack: str) -> None:
+    assert stack_file_problems(ROOT / f"Pulumi.{stack}.yaml", declared_keys()) == []
+
+
+@pytest.mark.parametrize("address, ok", [
+    ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", True),   # EIP-55's own mixed-case test vector
+    ("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", True),   # one case: no checksum, accepted
+    ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", False),  # one letter's case off: a typo
+    ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe0", False),  # one digit off in a checksummed address
+])
+def test_payment_addresses_in_mixed_case_must_pass_the_eip55_checksum(address: str, ok: bool) -> None:
+    problems = evm_address("paymentAddress", address)
+    assert (problems == []) is ok, problems
+    if not ok:
+        assert "EIP-55" in problems[0].message and eip55(address) not in problems[0].fix
+
+
+def test_both_stacks_carry_checksummed_example_addresses() -> None:
+    for stack in ("dev", "prod"):
+        address = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["x402-bundler:paymentAddress"]
+        assert has_checksum(address) and eip55(address) == address, stack
+
+
+def test_prod_refuses_to_deploy_example_values_and_a_preview_only_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    promoted = {"example-org/x402-bundler/dev": {"imageRef": PROMOTED}}
+    with pytest.raises(ConfigError) as raised:
+        run_program("prod", stack_outputs=promoted, deploying=True)
+    (problem,) = [p for p in raised.value.problems if p.key == "exampleValues"]
+    assert "paymentAddress" in problem.message and "Pulumi.prod.yaml" in problem.fix
+    # A preview of the same stack lists them as a warning and goes on.
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: True)
+    assert run_program("prod", stack_outputs=promoted, deploying=True).resources
+    monkeypatch.undo()
+    assert run_program("prod", overrides={"exampleValues": []}, stack_outputs=promoted, deploying=True).resources
+
+
+def test_make_render_reports_config_problems_without_a_traceback(tmp_path: Any) -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.render", "--stack", "dev", "--out", str(tmp_path),
+                           "--set", "workersReplicas=3", "--set", "paymentAddress=0x12"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "did you mean workerReplicas?" in done.stderr
+    assert "fix: edit x402-bundler:paymentAddress in Pulumi.dev.yaml" in done.stderr

@@ -303,6 +303,7 @@ def run_program(
     stack_outputs: Optional[dict[str, dict[str, Any]]] = None,
     program: Optional[Callable[[], Any]] = None,
     raise_errors: bool = True,
+    deploying: bool = False,
 ) -> Recording:
     """Run `__main__.py` (or `program`) for `stack` under mocks and return what it registered.
 
@@ -333,7 +334,8 @@ def run_program(
 
     cwd = os.getcwd()
     os.chdir(ROOT)
-    os.environ[OFFLINE_ENV] = "1"  # nothing is deployed from here: example values warn
+    if not deploying:  # `deploying` stands for a real `pulumi up`; otherwise example values warn
+        os.environ[OFFLINE_ENV] = "1"
     try:
         def main() -> None:
             if program is not None:

@@ -17,11 +17,15 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from components.names import PROJECT
+from components.settings import ConfigError
+from components.settings.stack_file import declared_keys, unknown_key
 from tools.harness import ROOT, Recording, Registered, run_program, stack_config
 
 REDACTED = "REDACTED"
@@ -239,6 +243,16 @@ def summary(base: Path, head: Path) -> list[str]:
     return lines or ["no change to any rendered object"]
 
 
+def offline_message(stack: str, error: ConfigError) -> str:
+    """The problems with fixes for someone without the Pulumi CLI: which stack file to edit."""
+    lines = [f"Stack '{stack}' configuration has {len(error.problems)} problem(s); nothing was rendered:"]
+    for p in error.problems:
+        fix = f"edit {PROJECT}:{p.key} in Pulumi.{stack}.yaml (with the CLI: {p.fix})" if p.fix.startswith("pulumi ") \
+            else p.fix
+        lines += [f"  - {PROJECT}:{p.key}: {p.message}", f"      fix: {fix}"]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stacks = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
@@ -246,13 +260,26 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--summary", nargs=2, type=Path, metavar=("BASE", "HEAD"),
                         help="print what changes between two render directories, and exit")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="render as if the stack file set KEY (without the project prefix) to VALUE")
     args = parser.parse_args(argv)
     if args.summary:
         print("\n".join(summary(*args.summary)))
         return
     if not (args.stack and args.out):
         parser.error("--stack and --out are required (or --summary BASE HEAD)")
-    count = write(args.stack, args.out)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    declared = declared_keys()
+    unknown = [unknown_key(k, declared, "--set") for k in overrides if k not in declared]
+    problems = list(unknown)
+    try:
+        count = write(args.stack, args.out, {k: v for k, v in overrides.items() if k in declared} or None)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        # A config problem is the user's to fix: all of them, with their fixes, and no traceback.
+        print(offline_message(args.stack, ConfigError(args.stack, problems)), file=sys.stderr)
+        sys.exit(2)
     print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json, graph.mmd and architecture.mmd in {args.out}")
 
 

@@ -27,7 +27,8 @@ from components.settings.github import GithubSettings, read_github
 from components.settings.image import ImageSettings, read_image
 from components.settings.processes import ProcessesSettings, read_processes
 from components.settings.reader import ConfigError, Reader
-from components.settings.stack import StackIdentity, read_environment, read_stack
+from components.settings.stack import StackIdentity, check_examples, read_environment, read_stack
+from components.settings.stack_file import ROOT, declared_keys, stack_file_problems
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -64,6 +65,10 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
     exposure = read_exposure(r)
     github = read_github(r)
     stack = read_stack(r, stack_name, environment, image.version)
+    declared = declared_keys()
+    check_examples(r, stack_name, environment, set(declared))
+    reported = {p.key for p in r.problems}
+    r.report(p for p in stack_file_problems(ROOT / f"Pulumi.{stack_name}.yaml", declared) if p.key not in reported)
     if r.problems:
         raise ConfigError(stack_name, r.problems)
     return Settings(

@@ -12,7 +12,7 @@ import pulumi
 from components.names import PROJECT
 from components.settings.processes import DEFAULT_API_PORT
 from components.settings.reader import Problem, Reader, secret, set_command
-from components.settings.values import evm_address, http_url, quantity, wallet
+from components.settings.values import evm_address, has_checksum, http_url, quantity, wallet
 
 PaymentNetwork = Literal["base-sepolia", "base"]
 
@@ -96,6 +96,9 @@ def read_app(r: Reader, is_prod: bool) -> AppSettings:
 
     payment_address = r.text("paymentAddress", "")
     r.report(evm_address("paymentAddress", payment_address))
+    if payment_address and not has_checksum(payment_address) and not evm_address("paymentAddress", payment_address):
+        pulumi.log.warn(f"{PROJECT}:paymentAddress is in one case only: it carries no EIP-55 checksum, so a "
+                        "mistyped character would not be caught. Prefer the checksummed form your wallet shows.")
     payment_network: PaymentNetwork = r.choice("paymentNetwork", ("base-sepolia", "base"), "base-sepolia")  # type: ignore[assignment]
     cdp_id = r.secret_text("cdpApiKeyId")
     cdp_secret = r.secret_text("cdpApiKeySecret")

@@ -15,6 +15,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Optional
 
+from Crypto.Hash import keccak
+
 from components.names import PROJECT
 from components.settings.reader import Problem, list_command, set_command
 
@@ -75,11 +77,30 @@ def wallet(key: str, text: Optional[str], required: bool) -> list[Problem]:
     return problems
 
 
+def eip55(address: str) -> str:
+    """The EIP-55 checksummed form of an address: each letter's case from Keccak-256 of the hex."""
+    digits = address[2:].lower()
+    digest = keccak.new(digest_bits=256, data=digits.encode()).hexdigest()
+    return "0x" + "".join(c.upper() if int(digest[i], 16) >= 8 else c for i, c in enumerate(digits))
+
+
 def evm_address(key: str, value: str) -> list[Problem]:
-    if re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
-        return []
-    what = "is not set" if not value else f"'{value}' is not an EVM address"
-    return [Problem(key, f"{what} (expected 0x followed by 40 hex digits).", set_command(key, "0x<40 hex digits>"))]
+    """0x and 40 hex digits; in mixed case, the EIP-55 checksum must hold, so a one-character
+    typo cannot send payments to another address. (All one case carries no checksum: accepted,
+    with a warning from the caller.)"""
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+        what = "is not set" if not value else f"'{value}' is not an EVM address"
+        return [Problem(key, f"{what} (expected 0x followed by 40 hex digits).", set_command(key, "0x<40 hex digits>"))]
+    hex_digits = value[2:]
+    if hex_digits not in (hex_digits.lower(), hex_digits.upper()) and eip55(value) != value:
+        # The checksummed form of a mistyped address would be a valid, wrong address: not offered.
+        return [Problem(key, f"'{value}' fails its EIP-55 checksum: a character is probably mistyped.",
+                        f"{set_command(key, '<the address, copied again from its source>')}")]
+    return []
+
+
+def has_checksum(value: str) -> bool:
+    return value[2:] not in (value[2:].lower(), value[2:].upper())
 
 
 def is_http_url(url: str) -> bool:
