@@ -98,7 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     node_modules = str(require_node_modules())
     servers: dict[str, Any] = {
-        "postgres": PostgresServer(app_user="bundler", app_password="benchpw0123456789", database="bundler_lite").init(),
+        "postgres": PostgresServer(app_user="bundler", app_password="benchpw0123456789",
+                                   database="bundler_lite").init(),
         "cache": RedisServer(password="benchcache0123456789").start(),
         "queue": RedisServer().start(),
         "s3": S3Server(bucket="bench-bucket", access_key="AKIABENCH", secret_key="benchsecret").start(),

@@ -38,7 +38,8 @@ def _ordering(args: StackValidationArgs, report: ReportViolation) -> None:
             "type": r.resource_type,
             "parent": r.parent.urn if r.parent else None,
             "dependencies": [d.urn for d in r.dependencies],
-            "labels": ((r.props.get("metadata") or {}).get("labels") or {}) if r.resource_type.startswith("kubernetes:") else {},
+            "labels": ((r.props.get("metadata") or {}).get("labels") or {})
+            if r.resource_type.startswith("kubernetes:") else {},
         }
         for r in args.resources
     ]

@@ -22,13 +22,17 @@ from tests.helpers import PROMOTED
 from tools.harness import ROOT, placeholder_secrets, run_program
 
 
-def settings_for(stack: str, overrides: Optional[dict[str, Any]] = None, secrets: Optional[dict[str, Optional[str]]] = None) -> Settings:
+def settings_for(
+    stack: str, overrides: Optional[dict[str, Any]] = None, secrets: Optional[dict[str, Optional[str]]] = None
+) -> Settings:
     loaded: list[Settings] = []
     run_program(stack, overrides=overrides, secrets=secrets, program=lambda: loaded.append(load_settings()))
     return loaded[0]
 
 
-def config_error(stack: str, overrides: Optional[dict[str, Any]] = None, secrets: Optional[dict[str, Optional[str]]] = None) -> ConfigError:
+def config_error(
+    stack: str, overrides: Optional[dict[str, Any]] = None, secrets: Optional[dict[str, Optional[str]]] = None
+) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         settings_for(stack, overrides, secrets)
     return info.value
@@ -49,14 +53,16 @@ def jwk(bits: int = 4096, **changes: Any) -> str:
 
 def test_dev_stack_loads_as_a_local_testnet_deployment() -> None:
     s = settings_for("dev")
-    assert (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode) == ("dev", "base-sepolia", "in-cluster", "build")
+    modes = (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode)
+    assert modes == ("dev", "base-sepolia", "in-cluster", "build")
     assert (s.processes.api.replicas, s.processes.workers.replicas, s.processes.admin.replicas) == (1, 1, 1)
     assert s.data.protect is False
 
 
 def test_prod_stack_loads_as_a_mainnet_deployment_with_managed_services() -> None:
     s = settings_for("prod")
-    assert (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode) == ("prod", "base", "external", "promote")
+    modes = (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode)
+    assert modes == ("prod", "base", "external", "promote")
     assert s.app.public_url.startswith("https://")
     assert s.processes.api.replicas > 1
     assert s.data.protect is True
@@ -71,44 +77,64 @@ BAD_INPUTS = [
     pytest.param({}, {"arweaveWallet": "bad-b64"}, "arweaveWallet", "not base64url", id="wallet-not-base64url"),
     pytest.param({}, {"arweaveWallet": "2048"}, "arweaveWallet", "2048-bit modulus", id="wallet-2048-bit"),
     pytest.param({"paymentAddress": "0x1234"}, {}, "paymentAddress", "not an EVM address", id="address-short"),
-    pytest.param({"paymentAddress": "5Fb0C1C5a0d7f3E1F8cD06e1e5Bc1C0c1A0b9e42"}, {}, "paymentAddress", "not an EVM address", id="address-no-0x"),
+    pytest.param({"paymentAddress": "5Fb0C1C5a0d7f3E1F8cD06e1e5Bc1C0c1A0b9e42"}, {},
+                 "paymentAddress", "not an EVM address", id="address-no-0x"),
     pytest.param({"paymentAddress": None}, {}, "paymentAddress", "is not set", id="address-missing"),
     pytest.param({"paymentNetwork": "base"}, {}, "cdpApiKeyId", "Base mainnet", id="mainnet-without-cdp-id"),
     pytest.param({"paymentNetwork": "base"}, {}, "cdpApiKeySecret", "Base mainnet", id="mainnet-without-cdp-secret"),
     pytest.param({"paymentNetwork": "ethereum"}, {}, "paymentNetwork", "not one of", id="unknown-network"),
-    pytest.param({"environment": "prod", "publicUrl": "http://upload.example.com"}, {}, "publicUrl", "https://", id="prod-http-url"),
+    pytest.param({"environment": "prod", "publicUrl": "http://upload.example.com"}, {},
+                 "publicUrl", "https://", id="prod-http-url"),
     pytest.param({"publicUrl": "upload.example.com"}, {}, "publicUrl", "not an http(s) URL", id="url-without-scheme"),
     pytest.param({"apiReplicas": 0}, {}, "apiReplicas", "outside the allowed range", id="zero-api-replicas"),
     pytest.param({"workerReplicas": "two"}, {}, "workerReplicas", "not a whole number", id="replicas-not-number"),
-    pytest.param({"apiMemoryLimit": "1GB"}, {}, "apiMemoryLimit", "not a Kubernetes resource quantity", id="bad-memory-quantity"),
-    pytest.param({"workerCpuRequest": "2", "workerCpuLimit": "500m"}, {}, "workerCpuRequest", "larger than workerCpuLimit", id="request-above-limit"),
+    pytest.param({"apiMemoryLimit": "1GB"}, {},
+                 "apiMemoryLimit", "not a Kubernetes resource quantity", id="bad-memory-quantity"),
+    pytest.param({"workerCpuRequest": "2", "workerCpuLimit": "500m"}, {},
+                 "workerCpuRequest", "larger than workerCpuLimit", id="request-above-limit"),
     pytest.param({"apiPort": 70000}, {}, "apiPort", "outside the allowed range", id="port-out-of-range"),
     pytest.param({"adminPort": 3001}, {}, "adminPort", "same port as apiPort", id="port-clash"),
     pytest.param({"dbPoolMax": 50}, {}, "dbPoolMax", "connection budget exceeded", id="connection-budget"),
-    pytest.param({}, {"dbPassword": "pa@ss-word-0123456789"}, "dbPassword", "unescaped into its postgres:// connection URL", id="db-password-url-delimiter"),
-    pytest.param({"freeUploadLimit": -1}, {}, "freeUploadLimit", "outside the allowed range", id="negative-free-upload-limit"),
-    pytest.param({"opticalBridgeUrl": "bridge.example.com"}, {"arIoAdminKey": "k"}, "opticalBridgeUrl", "not an http(s) URL", id="optical-bridge-not-a-url"),
-    pytest.param({"opticalBridgeUrl": "https://bridge.example.com"}, {}, "arIoAdminKey", "required when opticalBridgeUrl is set", id="optical-bridge-without-admin-key"),
-    pytest.param({"uploadDataSizeLimit": "20GB"}, {}, "uploadDataSizeLimit", "not a Kubernetes resource quantity", id="bad-upload-data-size"),
-    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:latest"}, {}, "imageRef", "not pinned", id="promote-latest-tag"),
-    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:1.0.0"}, {}, "imageRef", "not pinned", id="promote-version-tag"),
+    pytest.param({}, {"dbPassword": "pa@ss-word-0123456789"},
+                 "dbPassword", "unescaped into its postgres:// connection URL", id="db-password-url-delimiter"),
+    pytest.param({"freeUploadLimit": -1}, {},
+                 "freeUploadLimit", "outside the allowed range", id="negative-free-upload-limit"),
+    pytest.param({"opticalBridgeUrl": "bridge.example.com"}, {"arIoAdminKey": "k"},
+                 "opticalBridgeUrl", "not an http(s) URL", id="optical-bridge-not-a-url"),
+    pytest.param({"opticalBridgeUrl": "https://bridge.example.com"}, {},
+                 "arIoAdminKey", "required when opticalBridgeUrl is set", id="optical-bridge-without-admin-key"),
+    pytest.param({"uploadDataSizeLimit": "20GB"}, {},
+                 "uploadDataSizeLimit", "not a Kubernetes resource quantity", id="bad-upload-data-size"),
+    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:latest"}, {},
+                 "imageRef", "not pinned", id="promote-latest-tag"),
+    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/example-org/ar-io-x402-bundler:1.0.0"}, {},
+                 "imageRef", "not pinned", id="promote-version-tag"),
     pytest.param({"postgresImage": "postgres"}, {}, "postgresImage", "not pinned", id="bare-data-image"),
     pytest.param({"redisImage": "redis:latest"}, {}, "redisImage", "not pinned", id="latest-data-image"),
     pytest.param({"imageGitRef": "main"}, {}, "imageGitRef", "40-hex commit", id="build-from-branch"),
-    pytest.param({"imageRepository": "docker.io/library/bundler"}, {}, "imageRepository", "not a GHCR repository", id="not-ghcr"),
-    pytest.param({}, {"registryPushToken": None}, "registryPushToken", "required in build mode", id="build-without-push-token"),
+    pytest.param({"imageRepository": "docker.io/library/bundler"}, {},
+                 "imageRepository", "not a GHCR repository", id="not-ghcr"),
+    pytest.param({}, {"registryPushToken": None},
+                 "registryPushToken", "required in build mode", id="build-without-push-token"),
     pytest.param({}, {"registryPullToken": None}, "registryPullToken", "private", id="private-without-pull-token"),
-    pytest.param({"dataMode": "external"}, {}, "dbHost", "required when dataMode is external", id="external-without-host"),
-    pytest.param({}, {"queueRedisPassword": "queue-secret"}, "queueRedisPassword", "cannot send a password", id="queue-redis-password"),
+    pytest.param({"dataMode": "external"}, {},
+                 "dbHost", "required when dataMode is external", id="external-without-host"),
+    pytest.param({}, {"queueRedisPassword": "queue-secret"},
+                 "queueRedisPassword", "cannot send a password", id="queue-redis-password"),
     pytest.param({"queueRedisTls": True}, {}, "queueRedisTls", "no TLS support", id="queue-redis-tls"),
     pytest.param({"adminAllowedCidrs": ["10.0.0.0/33"]}, {}, "adminAllowedCidrs", "not a CIDR", id="bad-cidr"),
     pytest.param({"namespace": "Bundler_NS"}, {}, "namespace", "not a valid Kubernetes namespace", id="bad-namespace"),
     pytest.param({}, {"adminPassword": "short"}, "adminPassword", "shorter than 16", id="weak-admin-password"),
-    pytest.param({"githubDelivery": True, "githubRepository": "o/r", "githubProdReviewerIds": [123, "alice"]}, {}, "githubProdReviewerIds", "not numeric GitHub user ids", id="reviewer-login"),
-    pytest.param({"cacheRedisMaxMemory": "lots"}, {}, "cacheRedisMaxMemory", "not a Redis memory size", id="bad-redis-memory"),
-    pytest.param({"monitoringNamespace": "Mon_NS"}, {}, "monitoringNamespace", "not a valid Kubernetes namespace", id="bad-monitoring-namespace"),
-    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/someone-else/bundler@sha256:" + "a" * 64}, {}, "imageRef", "not in imageRepository", id="promote-other-repository"),
-    pytest.param({"imageMode": "promote", "imageRepository": None, "imagePromoteStack": "o/x402-bundler/dev"}, {}, "imageRepository", "not a GHCR repository", id="promote-without-repository"),
+    pytest.param({"githubDelivery": True, "githubRepository": "o/r", "githubProdReviewerIds": [123, "alice"]}, {},
+                 "githubProdReviewerIds", "not numeric GitHub user ids", id="reviewer-login"),
+    pytest.param({"cacheRedisMaxMemory": "lots"}, {},
+                 "cacheRedisMaxMemory", "not a Redis memory size", id="bad-redis-memory"),
+    pytest.param({"monitoringNamespace": "Mon_NS"}, {},
+                 "monitoringNamespace", "not a valid Kubernetes namespace", id="bad-monitoring-namespace"),
+    pytest.param({"imageMode": "promote", "imageRef": "ghcr.io/someone-else/bundler@sha256:" + "a" * 64}, {},
+                 "imageRef", "not in imageRepository", id="promote-other-repository"),
+    pytest.param({"imageMode": "promote", "imageRepository": None, "imagePromoteStack": "o/x402-bundler/dev"}, {},
+                 "imageRepository", "not a GHCR repository", id="promote-without-repository"),
 ]
 
 
@@ -122,7 +148,9 @@ def _wallet_for(label: Optional[str]) -> Optional[str]:
 
 
 @pytest.mark.parametrize(("overrides", "secrets", "key", "fragment"), BAD_INPUTS)
-def test_bad_input_is_refused_naming_the_key_and_the_fix(overrides: dict[str, Any], secrets: dict[str, Optional[str]], key: str, fragment: str) -> None:
+def test_bad_input_is_refused_naming_the_key_and_the_fix(
+    overrides: dict[str, Any], secrets: dict[str, Optional[str]], key: str, fragment: str
+) -> None:
     if "arweaveWallet" in secrets:
         secrets = {**secrets, "arweaveWallet": _wallet_for(secrets["arweaveWallet"])}
     error = config_error("dev", overrides, secrets)
@@ -183,7 +211,8 @@ def test_the_dev_stack_budget_is_exact_to_the_connection(max_connections: int, f
     if fits:
         assert settings_for("dev", overrides).data.postgres.pool_max == 10
     else:
-        assert any(p.key == "dbPoolMax" and "= 96 connections" in p.message for p in config_error("dev", overrides).problems)
+        problems = config_error("dev", overrides).problems
+        assert any(p.key == "dbPoolMax" and "= 96 connections" in p.message for p in problems)
 
 
 def test_the_default_pool_size_fits_the_default_database() -> None:
@@ -212,7 +241,8 @@ def test_a_letters_and_digits_database_password_is_accepted() -> None:
 
 def test_the_admin_key_is_used_only_with_an_optical_bridge() -> None:
     assert settings_for("dev", secrets={"arIoAdminKey": "key-0123"}).app.ar_io_admin_key is None
-    bridged = settings_for("dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"}, secrets={"arIoAdminKey": "key-0123"})
+    bridged = settings_for("dev", overrides={"opticalBridgeUrl": "https://bridge.example.com"},
+                           secrets={"arIoAdminKey": "key-0123"})
     assert bridged.app.optical_bridge_url == "https://bridge.example.com"
     assert bridged.app.ar_io_admin_key is not None
 

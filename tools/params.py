@@ -31,8 +31,9 @@ def parameters_table(project: Path = ROOT / "Pulumi.yaml") -> str:
     """One row per config key, in the order Pulumi.yaml declares them (grouped by concern)."""
     config: dict[str, dict[str, Any]] = yaml.safe_load(project.read_text())["config"]
     rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
-    rows += [f"| `{key}` | {spec.get('type', 'string')} | {_default(spec)} | {_cell(str(spec.get('description', '')))} |"
-             for key, spec in config.items()]
+    for key, spec in config.items():
+        description = _cell(str(spec.get("description", "")))
+        rows.append(f"| `{key}` | {spec.get('type', 'string')} | {_default(spec)} | {description} |")
     return "\n".join(rows) + "\n"
 
 

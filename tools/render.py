@@ -5,10 +5,11 @@
 
 Runs the real program under mocks (`tools.harness`) with placeholder secrets and writes one
 YAML per Kubernetes object (`<kind>-<logical name>.yaml`, keys in a canonical order, as
-`kubectl apply` takes it, secret values redacted), `graph.json` (every resource, its parent, dependencies and redacted inputs),
-`graph.mmd` (the dependency graph as Mermaid) and `architecture.mmd` (the components and the
-order between them: the README's diagram). Two runs give byte-identical files, so the
-render of a base branch and of a pull request can be diffed.
+`kubectl apply` takes it, secret values redacted), `graph.json` (every resource, its parent,
+dependencies and redacted inputs), `graph.mmd` (the objects by component and the dependencies
+that order the rollout, as Mermaid) and `architecture.mmd` (the components and the order
+between them: the README's diagram). Two runs give byte-identical files, so the render of a
+base branch and of a pull request can be diffed.
 """
 
 from __future__ import annotations
@@ -280,7 +281,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         # A config problem is the user's to fix: all of them, with their fixes, and no traceback.
         print(offline_message(args.stack, ConfigError(args.stack, problems)), file=sys.stderr)
         sys.exit(2)
-    print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json, graph.mmd and architecture.mmd in {args.out}")
+    print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json, graph.mmd and architecture.mmd "
+          f"in {args.out}")
 
 
 if __name__ == "__main__":
