@@ -1,6 +1,6 @@
 """The deep readiness probe (components/probes/deep-check.js) against real servers.
 
-The promise it keeps for the cluster (seed risk: "a health check that says healthy while
+The promise it keeps for the cluster (risk 10 in docs/risks.md: "a health check that says healthy while
 the database is down"): a pod is reported ready only when its own view of PostgreSQL,
 both Redis servers and S3 works, and a worker pod is live only while its worker process runs
 and holds a connection to the queue Redis (decided inside the pod, so NAT cannot fool it);
