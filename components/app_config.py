@@ -166,24 +166,16 @@ class AppConfiguration(pulumi.ComponentResource):
             if value is not None:
                 credentials[key] = value
         self.credential_keys = frozenset(credentials)
-        credentials_secret = k8s.core.v1.Secret(
-            f"{name}-credentials",
-            metadata=metadata("bundler-credentials", credentials),
-            type="Opaque",
-            string_data=credentials,
-            opts=child,
-        )
 
+        def opaque(logical: str, base: str, data: dict[str, pulumi.Input[str]]) -> k8s.core.v1.Secret:
+            return k8s.core.v1.Secret(f"{name}-{logical}", metadata=metadata(base, data), type="Opaque",
+                                      string_data=data, opts=child)
+
+        credentials_secret = opaque("credentials", "bundler-credentials", credentials)
         wallets: dict[str, pulumi.Input[str]] = {"wallet.json": s.arweave_wallet}
         if s.raw_data_wallet is not None:
             wallets["raw-data-wallet.json"] = s.raw_data_wallet
-        wallet_secret = k8s.core.v1.Secret(
-            f"{name}-wallets",
-            metadata=metadata("bundler-wallets", wallets),
-            type="Opaque",
-            string_data=wallets,
-            opts=child,
-        )
+        wallet_secret = opaque("wallets", "bundler-wallets", wallets)
 
         self.pull_secret_name = None
         image = args.image
