@@ -168,10 +168,6 @@ class Prepared:
     chowned: bool
     reused: bool
 
-    @property
-    def image_json(self) -> Path:
-        return self.root / IMAGE_JSON
-
 
 Say = Callable[[str], None]
 

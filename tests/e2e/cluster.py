@@ -120,11 +120,10 @@ class Cluster:
         """Names and addresses of the long-running pods, known before anything starts, so the
         hosts file can map every Service name to the pods behind it."""
         for w in self.workloads.values():
-            if w.obj.kind == "StatefulSet" or w.obj.kind == "Deployment":
-                names = [f"{w.obj.name}-{i}" for i in range(int(w.obj.manifest["spec"].get("replicas", 1)))]
-            else:
-                continue
-            for name in names:
+            if w.obj.kind == "Job":
+                continue  # Job pods come and go; nothing resolves to them
+            for i in range(int(w.obj.manifest["spec"].get("replicas", 1))):
+                name = f"{w.obj.name}-{i}"
                 ns, ip = self.net.add_pod(name)
                 w.planned.append((name, ns, ip))
 

@@ -101,7 +101,6 @@ class Container:
         self.held = False  # stopped on purpose (a fault): not restarted until resumed
         self.terminating = False
         self.last_readiness: Optional[ProbeResult] = None
-        self.readiness_log: list[tuple[float, bool, str]] = []
         self.lock = threading.Lock()
         self.env = self._environment()
         self.argv = self._argv()
@@ -364,7 +363,6 @@ class Pod:
         self.namespace = namespace
         self.deleted = False
         self.phase = "Pending"
-        self.threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._volumes: dict[str, tuple[Path, bool]] = {}
         self._prepare_volumes()
@@ -458,10 +456,8 @@ class Pod:
         for container in self.containers:
             container.start()
             for kind in ("startup", "readiness", "liveness", "supervise"):
-                thread = threading.Thread(target=self._loop, args=(container, kind), daemon=True,
-                                          name=f"{self.name}/{container.name}/{kind}")
-                thread.start()
-                self.threads.append(thread)
+                threading.Thread(target=self._loop, args=(container, kind), daemon=True,
+                                 name=f"{self.name}/{container.name}/{kind}").start()
 
     @property
     def ready(self) -> bool:
@@ -505,13 +501,11 @@ class Pod:
                     self.events.add(self.name, f"{c.name} startup probe passed")
                 elif kind == "readiness" and successes >= successes_needed and not c.ready:
                     c.ready = True
-                    c.readiness_log.append((time.monotonic(), True, result.detail))
                     self.events.add(self.name, f"{c.name} ready")
             else:
                 successes, failures = 0, failures + 1
                 if kind == "readiness" and failures >= failures_allowed and c.ready:
                     c.ready = False
-                    c.readiness_log.append((time.monotonic(), False, result.detail))
                     self.events.add(self.name, f"{c.name} not ready: {result.detail}")
                 elif kind in ("liveness", "startup") and failures >= failures_allowed:
                     self.events.add(self.name, f"{c.name} {kind} probe failed {failures}x: {result.detail}")
@@ -595,14 +589,6 @@ class Pod:
         self._stop.set()
         self.phase = "Deleted"
         return time.monotonic() - started
-
-    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if condition():
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name}: {what} not reached in {timeout:.0f} s")
 
     def stop_all(self) -> None:
         """Tear-down at the end of a run: no grace beyond a second."""
