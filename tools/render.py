@@ -112,6 +112,14 @@ def graph(rec: Recording) -> dict[str, Any]:
     return {"resources": resources, "outputs": sorted(rec.outputs)}
 
 
+def _component_of(by_urn: dict[str, Registered], urn: str) -> Optional[Registered]:
+    """The top-level component a resource belongs to (itself, if it is one)."""
+    r = by_urn.get(urn)
+    while r is not None and r.parent in by_urn:
+        r = by_urn[r.parent]
+    return r
+
+
 def _node_id(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
@@ -128,11 +136,6 @@ def mermaid(rec: Recording) -> str:
     for r in rec.resources:
         children.setdefault(r.parent, []).append(r)
 
-    def top(r: Registered) -> Registered:
-        while r.parent in by_urn:
-            r = by_urn[r.parent]
-        return r
-
     def leaves(r: Registered) -> list[Registered]:
         if r.custom:
             return [r]
@@ -148,7 +151,8 @@ def mermaid(rec: Recording) -> str:
     # A component with nothing in it yet is an empty group: its first object then adds a line.
     for group in groups:
         lines.append(f'  subgraph {_node_id(group.name)}_group["{group.name} ({group.type.split(":")[-1]})"]')
-        lines += [f'    {ids[r.urn]}["{r.type.split(":")[-1]} {r.name}"]' for r in nodes if top(r).urn == group.urn]
+        lines += [f'    {ids[r.urn]}["{r.type.split(":")[-1]} {r.name}"]' for r in nodes
+                  if _component_of(by_urn, r.urn) is group]
         lines.append("  end")
     edges: set[tuple[str, str]] = set()
     for r in rec.resources:  # components' own dependencies too: the package check waits for the image
@@ -165,19 +169,12 @@ def architecture(rec: Recording) -> str:
     """The components and the order between them, as Mermaid: an edge A --> B when something in
     B waits for something in A, without the edges that a longer path already implies."""
     by_urn = {r.urn: r for r in rec.resources}
-
-    def component(urn: str) -> Optional[Registered]:
-        r = by_urn.get(urn)
-        while r is not None and r.parent in by_urn:
-            r = by_urn[r.parent]
-        return r
-
-    nodes = {c.name: c.type.split(":")[-1] for r in rec.resources if (c := component(r.urn)) is not None}
+    nodes = {c.name: c.type.split(":")[-1] for r in rec.resources if (c := _component_of(by_urn, r.urn)) is not None}
     edges: set[tuple[str, str]] = set()
     for r in rec.resources:
-        target = component(r.urn)
+        target = _component_of(by_urn, r.urn)
         for dep in r.dependencies:
-            source = component(dep)
+            source = _component_of(by_urn, dep)
             if source is not None and target is not None and source.name != target.name:
                 edges.add((source.name, target.name))
 
