@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.e2e.network import IP, delete_netns, run
+from tests.e2e.network import IP, delete_netns, node_namespace, run
 from tests.e2e.stack import TEST_OVERRIDES
 from tools.harness import ROOT, stack_config
 from tools.upstream import UpstreamError, prepare
@@ -46,7 +46,7 @@ def preflight() -> list[str]:
 
 
 def run_stack(stack: str, workdir: Path, results: dict[str, dict[str, int]]) -> None:
-    node = f"x402e2e-{stack}-node"
+    node = node_namespace(f"x402e2e-{stack}")
     delete_netns(node)
     run(IP, "netns", "add", node)
     try:

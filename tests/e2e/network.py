@@ -28,9 +28,18 @@ def run(*args: str) -> None:
         raise RuntimeError(f"{' '.join(args)} failed: {done.stderr.strip()}")
 
 
-def netns_exists(name: str) -> bool:
+def node_namespace(prefix: str) -> str:
+    """The stack's node namespace: the orchestrator makes it and runs the stack's runner in it."""
+    return f"{prefix}-node"
+
+
+def netns_names() -> list[str]:
     out = subprocess.run([IP, "netns", "list"], capture_output=True, text=True).stdout
-    return any(line.split()[0] == name for line in out.splitlines() if line.strip())
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def netns_exists(name: str) -> bool:
+    return name in netns_names()
 
 
 def delete_netns(name: str) -> None:
@@ -76,7 +85,7 @@ class StackNetwork:
         run(IP, "addr", "add", f"{self.gateway}/24", "dev", "br0")
         run(IP, "link", "set", "br0", "up")
         run("/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        delete_netns(self.outside_ns)
+        self.teardown()  # what an interrupted run left
         run(IP, "netns", "add", self.outside_ns)
         outside_gateway = str(self.outside_cidr.network_address + 1)
         run(IP, "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", self.outside_ns)
@@ -124,5 +133,9 @@ class StackNetwork:
         return ns, address
 
     def teardown(self) -> None:
-        for ns in [*self.pods.values(), self.outside_ns]:
-            delete_netns(ns)
+        """Every namespace of this stack, by prefix: a pod name used twice (a Job run again)
+        replaces its entry in `pods`, and a crashed run leaves its own behind."""
+        for ns in netns_names():
+            # Not the node: this runner lives there (the orchestrator removes it).
+            if ns.startswith(f"{self.prefix}-") and ns != node_namespace(self.prefix):
+                delete_netns(ns)
