@@ -22,8 +22,10 @@ from components.names import ADMIN, API, WORKERS, k8s_name, labels, name_of, sel
 from components.pod import container_security, exec_probe, http_probe, pod_spec, process_resources, tcp_probe
 from components.probes import (
     ADMIN_READINESS,
+    API_NODE_OPTIONS,
     API_READINESS,
-    DRAIN_NODE_OPTIONS,
+    DEEP_CHECK_PORT,
+    PROBE_NODE_OPTIONS,
     WORKER_LIVENESS,
     WORKER_READINESS,
     deep_probe,
@@ -69,6 +71,9 @@ def _worker_process_alive(p: ProbeSettings) -> k8s.core.v1.ProbeArgs:
     return exec_probe(["pgrep", "-f", "^node lib/jobs/allWorkers.js"], 5, p.timeout_seconds, 12)
 
 
+# Every bundler process serves its own deep checks (components/probes/probe-server.js).
+_PROBE_ENV = (("DEEP_CHECK_PORT", str(DEEP_CHECK_PORT)),)
+
 # Start-up allowance: 30 x period, so a slow first boot is not killed by liveness.
 STARTUP_FAILURES = 30
 
@@ -84,7 +89,7 @@ def process_specs(s: ProcessesSettings) -> list[ProcessSpec]:
             resources=s.api,
             port=s.api_port,
             # The API alone needs the drain preload: workers and admin handle SIGTERM.
-            env=(("PORT", str(s.api_port)), ("NODE_OPTIONS", DRAIN_NODE_OPTIONS)),
+            env=(("PORT", str(s.api_port)), ("NODE_OPTIONS", API_NODE_OPTIONS), *_PROBE_ENV),
             startup_probe=_http("/health", s.api_port, p, STARTUP_FAILURES),
             liveness_probe=_http("/health", s.api_port, p, p.failure_threshold),
             readiness_probe=deep_probe(API_READINESS, p),
@@ -98,6 +103,7 @@ def process_specs(s: ProcessesSettings) -> list[ProcessSpec]:
             args=("node", "lib/jobs/allWorkers.js"),
             resources=s.workers,
             port=None,
+            env=(("NODE_OPTIONS", PROBE_NODE_OPTIONS), *_PROBE_ENV),
             startup_probe=_worker_process_alive(p),
             liveness_probe=deep_probe(WORKER_LIVENESS, p, failure_threshold=p.worker_liveness_failure_threshold),
             readiness_probe=deep_probe(WORKER_READINESS, p),
@@ -108,6 +114,7 @@ def process_specs(s: ProcessesSettings) -> list[ProcessSpec]:
             args=("node", "admin-server.js"),
             resources=s.admin,
             port=s.admin_port,
+            env=(("NODE_OPTIONS", PROBE_NODE_OPTIONS), *_PROBE_ENV),
             startup_probe=_tcp(s.admin_port, p, STARTUP_FAILURES),
             liveness_probe=_tcp(s.admin_port, p, p.failure_threshold),
             readiness_probe=deep_probe(ADMIN_READINESS, p),

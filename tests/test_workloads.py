@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from components.app_config import WALLET_FILE
-from components.probes import DRAIN_SCRIPT_PATH, MOUNT_PATH, SCRIPT_PATH
+from components.probes import DEEP_CHECK_PORT, DRAIN_SCRIPT_PATH, MOUNT_PATH, SERVER_SCRIPT_PATH
 from tests.helpers import (
     APP_PROCESSES,
     CONFIG_MAP,
@@ -197,18 +197,22 @@ def test_upload_data_size_comes_from_config() -> None:
     assert volume["emptyDir"]["sizeLimit"] == "50Gi"
 
 
-def test_only_the_api_preloads_the_drain_script_and_keeps_its_pre_stop_delay(recording: Recording) -> None:
+def test_every_process_serves_its_deep_checks_and_only_the_api_preloads_the_drain(recording: Recording) -> None:
     for component in APP_PROCESSES:
         c = container(deployment(recording, component))
-        node_options = env_of(c).get("NODE_OPTIONS")
+        preloads = env_of(c)["NODE_OPTIONS"].split("--require")
+        preloads = [p.strip() for p in preloads if p.strip()]
+        assert env_of(c)["DEEP_CHECK_PORT"] == str(DEEP_CHECK_PORT)
+        assert all(p.startswith(MOUNT_PATH + "/") for p in preloads)
+        assert MOUNT_PATH in {m["mountPath"] for m in c["volumeMounts"]}
+        # The probe server first: the drain, loaded after it, must not wait for it to close.
+        assert preloads[0] == SERVER_SCRIPT_PATH, component
         if component == "api":
-            assert node_options == f"--require {DRAIN_SCRIPT_PATH}"
-            assert DRAIN_SCRIPT_PATH.startswith(MOUNT_PATH + "/")
-            assert MOUNT_PATH in {m["mountPath"] for m in c["volumeMounts"]}
+            assert preloads == [SERVER_SCRIPT_PATH, DRAIN_SCRIPT_PATH]
             assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
         else:
             # Workers and admin handle SIGTERM themselves.
-            assert node_options is None, component
+            assert preloads == [SERVER_SCRIPT_PATH], component
     assert "NODE_OPTIONS" not in env_of(container(migration_job(recording)))
 
 
@@ -276,8 +280,8 @@ def test_liveness_and_startup_never_touch_the_database(recording: Recording, com
     if component != "workers":
         assert "exec" not in c["livenessProbe"], "API and admin liveness stays shallow"
     else:
-        assert c["livenessProbe"]["exec"]["command"][:2] == ["node", SCRIPT_PATH]
-        assert "bullmq-worker" in c["livenessProbe"]["exec"]["command"]
+        get = c["livenessProbe"]["httpGet"]
+        assert get["port"] == DEEP_CHECK_PORT and get["path"].startswith("/deep-check?checks=bullmq-worker&")
 
 
 def test_api_liveness_is_the_health_endpoint(recording: Recording) -> None:

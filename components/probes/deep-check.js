@@ -1,10 +1,14 @@
 #!/usr/bin/env node
-// Deep readiness/liveness probe for the x402 bundler pods.
+// Deep readiness/liveness checks for the x402 bundler pods.
 //
-// The app's own GET /health answers 200 even when its database is gone, so the
-// kubelet runs this script (exec probe) to ask the backing services directly,
-// with the app's own environment and the client libraries the image already
-// ships in /app/node_modules (no extra packages, no build step).
+// The app's own GET /health answers 200 even when its database is gone, so these
+// checks ask the backing services directly, with the app's own environment and
+// the client libraries the image already ships in /app/node_modules (no extra
+// packages, no build step).
+//
+// The kubelet asks for them over HTTP: probe-server.js, preloaded into each
+// bundler process, runs runChecks() in-process (see its header for why). The
+// same checks run by hand, in any bundler container:
 //
 //   node deep-check.js --checks postgres,redis-cache,redis-queue,s3,bullmq-worker \
 //                      --timeout-ms 2500
@@ -12,9 +16,8 @@
 // Prints one JSON line: {"ok":bool,"checks":{"<name>":{"ok":bool,"ms":n,"error":"..."}}}
 // Exit 0 = all selected checks passed, 1 = at least one failed, 2 = bad usage.
 //
-// It runs every few seconds in every pod, so it must be cheap and must never
-// outlive its timeout: a probe that hangs is reported by the kubelet as a
-// timeout with no output, which tells the operator nothing.
+// A run must never outlive its timeout: a probe that hangs is reported by the
+// kubelet as a timeout, which tells the operator nothing.
 'use strict';
 
 const dns = require('dns');
@@ -274,11 +277,21 @@ function socketInodes(pid) {
   return inodes;
 }
 
-async function checkBullmqWorker() {
+// Served from inside the worker (probe-server.js), the worker is this very
+// process: that it answers at all shows it is not stopped.
+function thisProcess(pattern) {
+  const cmdline = (readText('/proc/self/cmdline') || '').split('\0').join(' ');
+  if (!cmdline.includes(pattern)) {
+    throw new Error(`this process is not the worker: its command line does not contain "${pattern}"`);
+  }
+  return [{ pid: process.pid, ...procStat(process.pid) }];
+}
+
+async function checkBullmqWorker(ctx) {
   const pattern = env('DEEP_CHECK_WORKER_CMDLINE') || DEFAULT_WORKER_CMDLINE;
   const host = env('REDIS_HOST') || '127.0.0.1';
   const port = envInt('REDIS_PORT_QUEUES', 6381);
-  const workers = workerProcesses(pattern);
+  const workers = ctx.inProcess ? thisProcess(pattern) : workerProcesses(pattern);
   if (workers.length === 0) {
     throw new Error(`no worker process: no process's command line contains "${pattern}"`);
   }
@@ -418,79 +431,106 @@ function parseArgs(argv) {
     }
   }
   if (!checks || checks.length === 0) usageError('--checks is required');
-  const unknown = checks.filter((c) => !Object.prototype.hasOwnProperty.call(CHECKS, c));
-  if (unknown.length) usageError(`unknown check(s): ${unknown.join(', ')}`);
+  const invalid = invalidChecks(checks);
+  if (invalid) usageError(invalid);
   return { checks: [...new Set(checks)], timeoutMs };
+}
+
+// Runs the checks and resolves with {ok, checks}; never rejects and never exits,
+// so the same code serves the command line and the in-process server
+// (probe-server.js), where a throw or a process.exit would hit the app itself.
+function runChecks(checks, timeoutMs, { inProcess = false } = {}) {
+  return new Promise((resolve) => {
+    const results = {};
+    const cleanups = [];
+    let finished = false;
+    let hardDeadline;
+
+    function finish() {
+      if (finished) return;
+      finished = true;
+      clearTimeout(hardDeadline);
+      for (const fn of cleanups) {
+        try { fn(); } catch (e) { /* best effort */ }
+      }
+      const out = { ok: checks.every((c) => results[c] && results[c].ok), checks: {} };
+      for (const c of checks) out.checks[c] = results[c];
+      resolve(out);
+    }
+
+    // Loading @aws-sdk/client-s3 takes a few hundred ms of synchronous work; do
+    // it before the clock starts so it cannot eat the checks' network budget.
+    // (require caches it: in-process, only the first run pays.)
+    const mods = {};
+    for (const c of checks) {
+      if (!CHECKS[c].module) continue;
+      try {
+        mods[c] = load(CHECKS[c].module);
+      } catch (e) {
+        results[c] = { ok: false, ms: 0, error: describe(e) };
+      }
+    }
+
+    const started = Date.now();
+    hardDeadline = setTimeout(() => {
+      for (const c of checks) {
+        if (!results[c]) {
+          results[c] = { ok: false, ms: Date.now() - started, error: `timed out after ${timeoutMs} ms` };
+        }
+      }
+      finish();
+    }, timeoutMs + HARD_DEADLINE_MARGIN_MS);
+
+    const runs = checks.filter((c) => !results[c]).map((c) => {
+      const t0 = Date.now();
+      let timer;
+      const ctx = { timeoutMs, inProcess, mod: mods[c], defer: (fn) => cleanups.push(fn) };
+      const deadline = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      });
+      return Promise.race([Promise.resolve().then(() => CHECKS[c].run(ctx)), deadline])
+        .then(
+          () => { results[c] = { ok: true, ms: Date.now() - t0 }; },
+          (e) => { results[c] = { ok: false, ms: Date.now() - t0, error: describe(e) }; },
+        )
+        .finally(() => clearTimeout(timer));
+    });
+    Promise.all(runs).then(finish, finish);
+  });
+}
+
+// Validates a check list from the command line or a probe URL; returns an error
+// message or undefined.
+function invalidChecks(checks) {
+  if (!checks || checks.length === 0) return 'no checks given';
+  const unknown = checks.filter((c) => !Object.prototype.hasOwnProperty.call(CHECKS, c));
+  if (unknown.length) return `unknown check(s): ${unknown.join(', ')}`;
+  return undefined;
 }
 
 function main() {
   const { checks, timeoutMs } = parseArgs(process.argv.slice(2));
-  const results = {};
-  const cleanups = [];
-  let finished = false;
-
   // Print once, then exit at once: process.exit also drops any socket a
   // client library still holds, so nothing can keep the probe alive.
-  function finish() {
-    if (finished) return;
-    finished = true;
-    for (const fn of cleanups) {
-      try { fn(); } catch (e) { /* best effort */ }
-    }
-    const out = { ok: checks.every((c) => results[c] && results[c].ok), checks: {} };
-    for (const c of checks) out.checks[c] = results[c];
+  runChecks(checks, timeoutMs).then((out) => {
     fs.writeSync(1, `${scrub(JSON.stringify(out))}\n`);
     process.exit(out.ok ? 0 : 1);
-  }
-
-  // Loading @aws-sdk/client-s3 takes a few hundred ms of synchronous work; do
-  // it before the clock starts so it cannot eat the checks' network budget.
-  const mods = {};
-  for (const c of checks) {
-    if (!CHECKS[c].module) continue;
-    try {
-      mods[c] = load(CHECKS[c].module);
-    } catch (e) {
-      results[c] = { ok: false, ms: 0, error: describe(e) };
-    }
-  }
-
-  const started = Date.now();
-  setTimeout(() => {
-    for (const c of checks) {
-      if (!results[c]) {
-        results[c] = { ok: false, ms: Date.now() - started, error: `timed out after ${timeoutMs} ms` };
-      }
-    }
-    finish();
-  }, timeoutMs + HARD_DEADLINE_MARGIN_MS);
-
-  const runs = checks.filter((c) => !results[c]).map((c) => {
-    const t0 = Date.now();
-    let timer;
-    const ctx = { timeoutMs, mod: mods[c], defer: (fn) => cleanups.push(fn) };
-    const deadline = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-    });
-    return Promise.race([Promise.resolve().then(() => CHECKS[c].run(ctx)), deadline])
-      .then(
-        () => { results[c] = { ok: true, ms: Date.now() - t0 }; },
-        (e) => { results[c] = { ok: false, ms: Date.now() - t0, error: describe(e) }; },
-      )
-      .finally(() => clearTimeout(timer));
   });
-  Promise.all(runs).then(finish);
 }
 
-// A bug or an unexpected library throw must still produce a scrubbed, failing
-// result rather than a stack trace that might quote the environment.
-process.on('uncaughtException', (e) => {
-  fs.writeSync(1, `${scrub(JSON.stringify({ ok: false, checks: {}, error: describe(e) }))}\n`);
-  process.exit(1);
-});
-process.on('unhandledRejection', (e) => {
-  fs.writeSync(1, `${scrub(JSON.stringify({ ok: false, checks: {}, error: describe(e) }))}\n`);
-  process.exit(1);
-});
+module.exports = { runChecks, invalidChecks, scrub, DEFAULT_TIMEOUT_MS };
 
-main();
+if (require.main === module) {
+  // A bug or an unexpected library throw must still produce a scrubbed, failing
+  // result rather than a stack trace that might quote the environment. Only on
+  // the command line: in-process, these handlers would be the app's business.
+  process.on('uncaughtException', (e) => {
+    fs.writeSync(1, `${scrub(JSON.stringify({ ok: false, checks: {}, error: describe(e) }))}\n`);
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (e) => {
+    fs.writeSync(1, `${scrub(JSON.stringify({ ok: false, checks: {}, error: describe(e) }))}\n`);
+    process.exit(1);
+  });
+  main();
+}

@@ -333,7 +333,10 @@ class Container:
                     return ProbeResult(200 <= response.status < 400, f"HTTP {response.status}",
                                        time.monotonic() - started)
             except urllib.error.HTTPError as error:
-                return ProbeResult(200 <= error.code < 400, f"HTTP {error.code}", time.monotonic() - started)
+                # The kubelet's event says only the code; the body (the deep check's report) is for the test's
+                # own messages.
+                body = error.read(400).decode(errors="replace").strip()
+                return ProbeResult(200 <= error.code < 400, f"HTTP {error.code}: {body}", time.monotonic() - started)
             except (OSError, urllib.error.URLError) as error:
                 return ProbeResult(False, str(error), time.monotonic() - started)
         if "tcpSocket" in spec:

@@ -125,6 +125,16 @@ def s3(creds: Secrets) -> Iterator[S3Server]:
     server.stop()
 
 
+@pytest.fixture
+def stopped_postgres(postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """Stops the session's PostgreSQL for one test and always brings it back."""
+    postgres.stop()
+    try:
+        yield postgres
+    finally:
+        postgres.start()
+
+
 @pytest.fixture(scope="session")
 def silent() -> Iterator[SilentServer]:
     server = SilentServer()
@@ -228,7 +238,8 @@ def start_bullmq(node_modules: str, redis_queue: RedisServer) -> Iterator[StartB
     started: list[BullmqProcess] = []
 
     def start(mode: str = "worker", worker_name: Optional[str] = None, queue: str = "upload-new-data-item",
-              redis_host: str = "127.0.0.1", redis_port: Optional[int] = None, wrapper: bool = False) -> BullmqProcess:
+              redis_host: str = "127.0.0.1", redis_port: Optional[int] = None, wrapper: bool = False,
+              extra_env: Optional[dict[str, str]] = None) -> BullmqProcess:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NODE_PATH": node_modules,
@@ -239,6 +250,7 @@ def start_bullmq(node_modules: str, redis_queue: RedisServer) -> Iterator[StartB
         }
         if worker_name:
             env["WORKER_NAME"] = worker_name
+        env.update(extra_env or {})
         marker = f"bullmq-test-{secrets.token_hex(6)}"
         args = ["node", str(WORKER_HELPER), marker]
         if wrapper:

@@ -134,16 +134,6 @@ def test_names_the_broken_dependency_and_still_reports_the_others_within_the_tim
         assert "404" in run.check(failing)["error"]
 
 
-@pytest.fixture
-def stopped_postgres(postgres: PostgresServer) -> Iterator[PostgresServer]:
-    """Stops the session's PostgreSQL for one test and always brings it back."""
-    postgres.stop()
-    try:
-        yield postgres
-    finally:
-        postgres.start()
-
-
 def test_fails_postgres_when_the_real_server_is_shut_down(
     stopped_postgres: PostgresServer, probe_env: dict[str, str], run_probe: RunProbe
 ) -> None:
