@@ -1,15 +1,21 @@
-"""What the exec probes cost each pod: CPU seconds and peak memory per run, and the share of a
-core they take at the stack's own periods.
+"""What the probes cost each pod: CPU seconds and peak memory per run, and the share of a core
+they take at the stack's own periods.
 
     python bench/probe.py [--runs N] [--stack dev]
 
-Runs every exec probe of every Deployment container exactly as the rendered manifest gives it
-(command and arguments), with the container's settings pointed at real local servers
-(PostgreSQL, both Redis, an S3 server and a BullMQ worker, as the probe tests run them), N
-times each, and measures each run's CPU time and peak RSS from the kernel's accounting
-(`wait4`). `node -e 0` is the floor. httpGet and tcpSocket probes run in the kubelet, not in the
-pod, and cost the pod nothing measurable here. Targets (issue 15): at most 1% of a core per
-pod, and no probe run above 1.5x the floor's peak memory.
+For every Deployment container of the rendered stack, a stand-in process is started with the
+container's settings pointed at real local servers (PostgreSQL, both Redis, an S3 server, as the
+probe tests run them): plain node for the API and admin, a real BullMQ worker for the workers,
+each with the container's NODE_OPTIONS, so the probe server (components/probes/probe-server.js)
+is preloaded as in the pod. Then each probe runs as the manifest gives it:
+- httpGet probes to the deep-check port are asked N times; their cost is the CPU time the
+  process spends answering (from /proc/<pid>/stat) and how much its resident memory grows;
+- exec probes are run N times as commands; their cost is each run's CPU time and peak RSS, from
+  the kernel's accounting (`wait4`);
+- httpGet /health and tcpSocket probes are answered by the app's own server and cost it a
+  request; they are listed, not measured.
+`node -e 0` is the floor. Targets (issue 15): at most 1% of a core per pod, and no probe run
+above 1.5x the floor's peak memory.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import os
 import statistics
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +35,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.probes.servers import PostgresServer, RedisServer, S3Server, require_node_modules  # noqa: E402
+from components.probes import DEEP_CHECK_PORT  # noqa: E402
+from tests.probes.servers import (  # noqa: E402
+    PostgresServer,
+    RedisServer,
+    S3Server,
+    free_port,
+    require_node_modules,
+    wait_until,
+)
 from tools.render import manifest, render  # noqa: E402
 
 WORKER_HELPER = ROOT / "tests" / "probes" / "bullmq_worker.js"
@@ -91,9 +108,86 @@ def probe_script(command: list[str]) -> list[str]:
     return [a.replace(MOUNT, SCRIPTS) for a in command]
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+IDLE_APP = "setInterval(() => {}, 1 << 30)"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(field)
+
+
+def ask(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+@dataclass
+class StandIn:
+    """A process standing in for one container, with its env and preloads."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @classmethod
+    def start(cls, container: dict[str, Any], env: dict[str, str], node_modules: str) -> StandIn:
+        port = free_port()
+        env = {**env, "DEEP_CHECK_PORT": str(port)}
+        if container["name"] == "workers":
+            argv = ["node", str(WORKER_HELPER), "bullmq_worker.js"]
+        else:
+            argv = ["node", "-e", IDLE_APP]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stand_in = cls(proc, port)
+        wait_until(lambda: stand_in.answers(), 20, f"{container['name']} stand-in's probe server")
+        return stand_in
+
+    def answers(self) -> bool:
+        try:
+            ask(self.port, "/")
+            return True
+        except OSError:
+            return False
+
+    def measure(self, path: str, runs: int) -> tuple[Cost, list[int]]:
+        """CPU per answer and resident growth over `runs` answers, after one warm-up answer
+        (the first loads the client modules, once per process)."""
+        pid = self.proc.pid
+        codes = [ask(self.port, path)]
+        rss_before, cpu_before = rss_mb(pid), cpu_seconds(pid)
+        codes += [ask(self.port, path) for _ in range(runs)]
+        cpu = (cpu_seconds(pid) - cpu_before) / runs
+        return Cost(cpu, max(0.0, rss_mb(pid, "VmHWM") - rss_before)), codes
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def idle_rss(env: dict[str, str]) -> float:
+    """Resident memory of an idle node process with this environment, once settled."""
+    proc = subprocess.Popen(["node", "-e", IDLE_APP], env=env)
+    time.sleep(1.0)
+    try:
+        return rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--stack", default="dev", choices=("dev", "prod"))
     args = parser.parse_args()
     node_modules = str(require_node_modules())
@@ -104,38 +198,52 @@ def main() -> None:
         "queue": RedisServer().start(),
         "s3": S3Server(bucket="bench-bucket", access_key="AKIABENCH", secret_key="benchsecret").start(),
     }
-    worker = subprocess.Popen(["node", str(WORKER_HELPER), "bullmq_worker.js"], stdout=subprocess.PIPE,
-                              env={"PATH": os.environ["PATH"], "NODE_PATH": node_modules, "REDIS_HOST": "127.0.0.1",
-                                   "REDIS_PORT_QUEUES": str(servers["queue"].port)})
-    assert worker.stdout is not None
-    worker.stdout.readline()
+    stand_ins: list[StandIn] = []
     try:
         rec = render(args.stack)
-        floor, _, _ = measure(["node", "-e", "0"], {"PATH": os.environ["PATH"]}, args.runs)
-        print(f"floor  node -e 0: {floor.cpu_seconds:.3f} s CPU, {floor.peak_rss_mb:.0f} MB peak")
+        floor, _, _ = measure(["node", "-e", "0"], {"PATH": os.environ["PATH"]}, max(5, args.runs // 4))
+        bare = idle_rss({"PATH": os.environ["PATH"]})
+        print(f"floor  node -e 0: {floor.cpu_seconds:.3f} s CPU, {floor.peak_rss_mb:.0f} MB peak; "
+              f"an idle node process: {bare:.0f} MB resident")
         for r in rec.resources:
             if r.type != "kubernetes:apps/v1:Deployment":
                 continue
             doc = manifest(rec, r)
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 env = local_env(container, servers, node_modules)
+                stand_in = StandIn.start(container, env, node_modules)
+                stand_ins.append(stand_in)
                 share = 0.0
                 for kind in ("startup", "readiness", "liveness"):
                     spec = container.get(f"{kind}Probe") or {}
-                    if "exec" not in spec:
-                        continue
-                    cost, codes, output = measure(probe_script(spec["exec"]["command"]), env, args.runs)
                     period = float(spec.get("periodSeconds", 10))
+                    get = spec.get("httpGet") or {}
+                    if get.get("port") == DEEP_CHECK_PORT:
+                        cost, codes = stand_in.measure(get["path"], args.runs)
+                        how = "in-process answer"
+                        growth = f"resident +{cost.peak_rss_mb:.1f} MB over {args.runs} runs"
+                    elif "exec" in spec:
+                        cost, codes, _ = measure(probe_script(spec["exec"]["command"]), env, args.runs)
+                        how = "exec"
+                        growth = f"{cost.peak_rss_mb:.0f} MB peak ({cost.peak_rss_mb / floor.peak_rss_mb:.2f}x floor)"
+                    else:
+                        if spec:
+                            print(f"{container['name']:8} {kind:9} every {period:.0f} s: "
+                                  f"{'httpGet ' + get.get('path', '') if get else 'tcpSocket'} (the app's own server)")
+                        continue
                     if kind != "startup":  # the startup probe stops once it has passed
                         share += cost.cpu_seconds / period
-                    print(f"{container['name']:8} {kind:9} every {period:.0f} s: {cost.cpu_seconds:.3f} s CPU "
-                          f"({cost.cpu_seconds / floor.cpu_seconds:.1f}x floor), {cost.peak_rss_mb:.0f} MB peak "
-                          f"({cost.peak_rss_mb / floor.peak_rss_mb:.2f}x floor), exit codes {sorted(set(codes))}"
-                          + (f"\n         {output}" if any(codes) else ""))
-                print(f"{container['name']:8} probes take {share * 100:.2f}% of one core on average (target <= 1%)")
+                    print(f"{container['name']:8} {kind:9} every {period:.0f} s: {how} {cost.cpu_seconds:.4f} s CPU "
+                          f"({cost.cpu_seconds / floor.cpu_seconds:.2f}x floor), {growth}, "
+                          f"answers {sorted(set(codes))}")
+                resident = rss_mb(stand_in.proc.pid) - (bare if container["name"] != "workers" else 0.0)
+                print(f"{container['name']:8} probes take {share * 100:.3f}% of one core on average (target <= 1%)"
+                      + (f"; the probe server and its clients keep {resident:.0f} MB resident over an idle node "
+                         f"(upper bound: the app loads most of these modules itself)"
+                         if container["name"] != "workers" else ""))
     finally:
-        worker.terminate()
-        worker.wait(10)
+        for stand_in in stand_ins:
+            stand_in.stop()
         servers["postgres"].destroy()
         for name in ("cache", "queue", "s3"):
             servers[name].stop()
