@@ -41,6 +41,7 @@ e2e: test-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy components tools policy tests/e2e __main__.py
+	$(VENV)/bin/mypy examples/consumer/__main__.py  # its own project: a second __main__ module
 
 render: $(VENV)/.installed
 	$(PY) -m tools.render --stack $(STACK) --out $(RENDER_DIR)

@@ -19,6 +19,7 @@ from components.network import NetworkPolicies, NetworkPoliciesArgs
 from components.package_check import GhcrPackage, GhcrPackageArgs
 from components.probes import ProbeScript, ProbeScriptArgs
 from components.process_env import pod_environment
+from components.registry_check import PromotedDigest, PromotedDigestArgs
 from components.settings import load_settings
 from components.workload import BundlerProcess, BundlerProcessArgs, process_specs
 
@@ -27,11 +28,21 @@ stack, processes_settings = settings.stack, settings.processes
 
 namespace = BundlerNamespace("namespace", BundlerNamespaceArgs(stack=stack, protect=settings.data.protect))
 image = BundlerImage("image", BundlerImageArgs(image=settings.image))
-# The check reads the registry through a provider function, which is no resource: the explicit
-# dependencies put it in the graph and the preview where it already stands in the data flow.
+image_ref = image.ref
+image_checks: list[pulumi.Resource] = []
+if image.promoted_from is not None:
+    # A digest this stack did not push is looked up in the registry before anything runs it.
+    promoted = PromotedDigest(
+        "promoted-digest",
+        PromotedDigestArgs(image=settings.image, image_ref=image.ref, source=image.promoted_from),
+        pulumi.ResourceOptions(depends_on=[image]),
+    )
+    image_ref, image_checks = promoted.image_ref, [promoted]
+# The checks read the registry through provider functions, which are no resources: the explicit
+# dependencies put them in the graph and the preview where they already stand in the data flow.
 package = GhcrPackage(
-    "ghcr-package", GhcrPackageArgs(image=settings.image, github_token=settings.github.token, image_ref=image.ref),
-    pulumi.ResourceOptions(depends_on=[image]),
+    "ghcr-package", GhcrPackageArgs(image=settings.image, github_token=settings.github.token, image_ref=image_ref),
+    pulumi.ResourceOptions(depends_on=[image, *image_checks]),
 )
 if settings.github.delivery:
     GithubDelivery("github", GithubDeliveryArgs(github=settings.github, image_repository=settings.image.repository))
@@ -51,7 +62,7 @@ migration = MigrationJob(
     "migration",
     MigrationJobArgs(
         stack=stack, migration=processes_settings.migration, namespace=namespace.name, image=package.image_ref,
-        pod=pod_environment(app_config, probes, MIGRATION), wait_for=[data, package],
+        pod=pod_environment(app_config, probes, MIGRATION), wait_for=[data, package, *image_checks],
     ),
 )
 processes = {
@@ -59,7 +70,8 @@ processes = {
         spec.component,
         BundlerProcessArgs(
             stack=stack, namespace=namespace.name, image=package.image_ref,
-            pod=pod_environment(app_config, probes, spec.component), spec=spec, wait_for=[migration],
+            pod=pod_environment(app_config, probes, spec.component), spec=spec,
+            wait_for=[migration, *image_checks],
         ),
     )
     for spec in process_specs(processes_settings)

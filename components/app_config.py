@@ -180,7 +180,7 @@ class AppConfiguration(pulumi.ComponentResource):
         self.pull_secret_name = None
         image = args.image
         if image.visibility == "private" and image.pull_token is not None:
-            username = image.registry_username or image.owner
+            username = image.pull_username
             dockerconfig: pulumi.Output[str] = image.pull_token.apply(
                 lambda token: _dockerconfigjson(image.registry, username, token)
             )

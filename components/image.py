@@ -130,17 +130,21 @@ class BundlerImage(pulumi.ComponentResource):
     """`ref` is the full reference by digest that the Job and every Deployment run."""
 
     ref: pulumi.Output[str]
+    promoted_from: Optional[str]
+    """Where a promoted digest came from (None when built here): named when it cannot be pulled."""
 
     def __init__(self, name: str, args: BundlerImageArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:BundlerImage", name, None, opts)
         image = args.image
+        self.promoted_from = None
         if image.mode == "build":
             self.ref = self._build(name, image)
         elif image.promote_ref:
-            ref = require_digest(image.promote_ref, f"{PROJECT}:imageRef", image.repository)
+            self.promoted_from = f"{PROJECT}:imageRef"
+            ref = require_digest(image.promote_ref, self.promoted_from, image.repository)
             self.ref = pulumi.Output.from_input(ref)
         else:
-            source = f"stack {image.promote_stack} output imageRef"
+            source = self.promoted_from = f"stack {image.promote_stack} output imageRef"
             built_by = pulumi.StackReference(str(image.promote_stack), opts=pulumi.ResourceOptions(parent=self))
             self.ref = built_by.get_output("imageRef").apply(lambda ref: require_digest(ref, source, image.repository))
         self.register_outputs({"ref": self.ref})

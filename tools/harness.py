@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "x402-bundler"
 SECRET = "[secret]"
 GITHUB_REST = "github:index/getRestApi:getRestApi"
+REGISTRY_IMAGE = "docker:index/getRegistryImage:getRegistryImage"
 _SIG_KEY = rpc._special_sig_key
 _SECRET_SIG = rpc._special_secret_sig
 
@@ -146,13 +147,20 @@ def _redact(node: Any) -> Any:
     return node
 
 
+class CallFailed(Exception):
+    """Raised by a `call_results` answer: the function fails, as a provider error reaches the
+    program (an invoke error it can catch), not as a crash of the engine connection."""
+
+
 class ProgramMocks(pulumi.runtime.Mocks):
     """Outputs a real engine would compute, made deterministic."""
 
     def __init__(self, call_results: Optional[Callable[[str, dict[str, Any]], Optional[dict[str, Any]]]] = None,
-                 stack_outputs: Optional[dict[str, dict[str, Any]]] = None) -> None:
+                 stack_outputs: Optional[dict[str, dict[str, Any]]] = None,
+                 stack_secret_outputs: Optional[dict[str, set[str]]] = None) -> None:
         self.call_results = call_results
         self.stack_outputs = stack_outputs or {}
+        self.stack_secret_outputs = stack_secret_outputs or {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
@@ -161,7 +169,9 @@ class ProgramMocks(pulumi.runtime.Mocks):
             metadata = dict(state.get("metadata") or {})
             metadata.setdefault("name", auto_name(args.typ, args.name))
             state["metadata"] = metadata
-            return metadata["name"], state
+            # In a preview a computed name can be unknown; the engine's id is a string all the same.
+            name = metadata["name"]
+            return (name if isinstance(name, str) else auto_name(args.typ, args.name)), state
         if args.typ == "docker-build:index:Image":
             # As the provider answers: the first tag with the pushed digest appended.
             tags = state.get("tags") or ["registry.invalid/unknown:untagged"]
@@ -176,17 +186,25 @@ class ProgramMocks(pulumi.runtime.Mocks):
             state["result"] = "mock-" + hashlib.sha256(args.name.encode()).hexdigest()[:28]
         elif args.typ == "pulumi:pulumi:StackReference":
             state["outputs"] = self.stack_outputs.get(str(state.get("name")), {})
-            state["secretOutputNames"] = []
+            # As the engine answers: which outputs the referenced stack holds as secrets.
+            state["secretOutputNames"] = sorted(self.stack_secret_outputs.get(str(state.get("name")), set()))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
         inputs = dict(args.args)
         self.calls.append((args.token, inputs))
-        result = self.call_results(args.token, inputs) if self.call_results else None
+        try:
+            result = self.call_results(args.token, inputs) if self.call_results else None
+        except CallFailed as failed:
+            return {}, [("", str(failed))]
         if args.token == GITHUB_REST:
             # Offline default: the package does not exist yet (as before a first push).
             result = {"endpoint": inputs.get("endpoint", ""), "id": inputs.get("endpoint", ""), "headers": "{}",
                       "status": "", "body": "{}", **(result or {"code": 404, "status": "404 Not Found"})}
+        elif args.token == REGISTRY_IMAGE and result is None:
+            # Offline default: the registry holds the digest asked for (`<repo>:<tag>@<digest>`).
+            name = str(inputs.get("name", ""))
+            result = {"id": name, "name": name, "sha256Digest": name.partition("@")[2]}
         return (result or {}), []
 
 
@@ -352,7 +370,11 @@ def run_program(
         os.chdir(cwd)
         os.environ.pop(OFFLINE_ENV, None)
 
-    recording = Recording(resources=monitor.recorded, calls=mocks.calls)
+    return _exported(Recording(resources=monitor.recorded, calls=mocks.calls))
+
+
+def _exported(recording: Recording) -> Recording:
+    """The stack's outputs, and which of them are secret, added to what was registered."""
     root = pulumi.runtime.get_root_resource()
     for name, value in (getattr(root, "outputs", None) or {}).items():
         output = pulumi.Output.from_input(value)
@@ -360,3 +382,27 @@ def run_program(
         if _sync_await(output.is_secret()):
             recording.secret_outputs.add(name)
     return recording
+
+
+def run_example(
+    directory: Path,
+    stack: str,
+    config: dict[str, str],
+    stack_outputs: dict[str, dict[str, Any]],
+    stack_secret_outputs: dict[str, set[str]],
+    preview: bool = False,
+) -> Recording:
+    """Run another Pulumi program (its own project, such as examples/consumer) under the same
+    mocks, its StackReferences answering with `stack_outputs`, secret where `stack_secret_outputs` says."""
+    project = str(yaml.safe_load((directory / "Pulumi.yaml").read_text())["name"])
+    mocks = ProgramMocks(stack_outputs=stack_outputs, stack_secret_outputs=stack_secret_outputs)
+    monitor = RecordingMonitor(mocks)
+    reset_options(project=project, stack=stack, preview=preview)
+    set_all_config({f"{project}:{key}": value for key, value in config.items()}, [])
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+
+    def main() -> None:
+        runpy.run_path(str(directory / "__main__.py"), run_name="__main__")
+
+    _sync_await(run_pulumi_func(main))
+    return _exported(Recording(resources=monitor.recorded, calls=mocks.calls))

@@ -42,6 +42,11 @@ class ImageSettings:
         return self.repository.split("/", 1)[0]
 
     @property
+    def pull_username(self) -> str:
+        """GHCR reads only the token; a login still needs a user name."""
+        return self.registry_username or self.owner
+
+    @property
     def owner(self) -> str:
         return self.repository.split("/")[1]
 
