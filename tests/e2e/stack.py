@@ -28,8 +28,9 @@ from components.settings.budget import connection_peak
 from tests.e2e import outside
 from tests.e2e.cluster import Cluster
 from tests.e2e.images import ImageSet
-from tests.e2e.kubelet import Events, Pod
+from tests.e2e.kubelet import Container, Events, Pod
 from tests.e2e.network import StackNetwork
+from tests.e2e.usage import MEMORY_MARGIN, Meter
 from tests.e2e.wallet import address_of, generate_jwk
 from tools.harness import ROOT, Recording, run_program, stack_config
 from tools.render import promote_outputs
@@ -51,6 +52,8 @@ STACK_INDEX = {"dev": 1, "prod": 2}
 CLIENT_WALLET = "/run/e2e/wallet.json"
 # Upload sizes: well under and over dev's 10 KiB free tier.
 SMALL, LARGE = 1024, 64 * 1024
+# How long the pods are left alone, Ready, to measure their idle use (probes included).
+IDLE_SECONDS = 20
 
 
 @dataclass
@@ -310,10 +313,15 @@ class StackTest:
         applied = self.apply()
         if not applied:
             return
+        meter = self.meter()
+        with meter.window("idle"):
+            time.sleep(IDLE_SECONDS)
         self.info()
         self.upload()
         self.admin()
-        self.connections()
+        with meter.window("burst"):
+            self.connections()
+        self.resources(meter)
         self.s3_probe_calls()
         self.database_password()
         self.worker_liveness_source()
@@ -504,6 +512,25 @@ class StackTest:
         self.ok("database connections within the budget", 0 < peak <= total,
                 f"observed peak {peak} in pg_stat_activity under 12 concurrent uploads ({named}); counted peak "
                 f"{total} = " + " + ".join(f"{k} {v['pods']} x {v['per_process']}" for k, v in budget.items()))
+
+    def meter(self) -> Meter:
+        containers: dict[str, list[Container]] = {}
+        for w in self.cluster.workloads.values():
+            if w.obj.kind != "Job":
+                for p in w.pods:
+                    for c in p.containers:
+                        containers.setdefault(f"{w.component}/{c.name}", []).append(c)
+        return Meter(containers)
+
+    def resources(self, meter: Meter) -> None:
+        """Each container's measured use against its requests and limits (the sizing table)."""
+        specs = {key: cs[0].spec for key, cs in meter.containers.items()}
+        for row in meter.table(specs):
+            print(f"e2e: {self.stack}: usage | {row}", flush=True)
+        short = meter.short_limits(specs)
+        self.ok(f"memory limits cover the measured peak + {MEMORY_MARGIN:.0%}", not short,
+                f"{len(specs) - len(short)} of {len(specs)} containers; {'; '.join(short) or 'none short'} "
+                f"(idle {IDLE_SECONDS} s, burst of 12 uploads; table above)")
 
     def s3_probe_calls(self) -> None:
         """The readiness probe's S3 check needs only object permissions, as the app does."""
