@@ -32,10 +32,23 @@ from components.names import (
     name_of,
     selector_labels,
 )
-from components.pod import REPLACE_UNREADY, container_security, pod_spec, resources, run_once_job_spec, secret_env
+from components.pod import (
+    REPLACE_UNREADY,
+    container_security,
+    pod_spec,
+    resources,
+    run_once_job_spec,
+    scanner_exceptions,
+    secret_env,
+)
 from components.settings.data import DataSettings
 from components.settings.stack import StackIdentity
 
+MC_HOST_IN_ENV = (
+    "CKV_K8S_35",
+    "mc takes an alias's endpoint and keys only from MC_HOST_local or a config.json it would first have to "
+    "write; this Job is one mc mb call against dev's throwaway MinIO",
+)
 
 @dataclass(frozen=True)
 class DataServicesArgs:
@@ -105,7 +118,7 @@ class DataServices(pulumi.ComponentResource):
                 "cache-redis-auth.conf": pulumi.Output.concat("requirepass ", cache_password.result, "\n"),
                 "minio-root-user": MINIO_ROOT_USER,
                 "minio-root-password": minio_password.result,
-                # mc reads MC_HOST_<alias> as a URL with credentials: no shell, no config file.
+                # mc reads MC_HOST_local as a URL with credentials: no shell, no config file.
                 "mc-host": pulumi.Output.concat(
                     "http://", MINIO_ROOT_USER, ":", minio_password.result, "@", hosts[MINIO], ":", str(MINIO_PORT)
                 ),
@@ -146,9 +159,12 @@ class DataServices(pulumi.ComponentResource):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _meta(self, object_name: str, component: str, version: str) -> k8s.meta.v1.ObjectMetaArgs:
+    def _meta(
+        self, object_name: str, component: str, version: str, annotations: Optional[dict[str, str]] = None
+    ) -> k8s.meta.v1.ObjectMetaArgs:
         return k8s.meta.v1.ObjectMetaArgs(
-            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._stack.stack, component, version)
+            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._stack.stack, component, version),
+            annotations=annotations,
         )
 
     def _host(self, component: str) -> pulumi.Output[str]:
@@ -187,7 +203,7 @@ class DataServices(pulumi.ComponentResource):
         when_deleted = "Retain" if d.protect else "Delete"
         return k8s.apps.v1.StatefulSet(
             f"{name}-{component}",
-            metadata=self._meta(object_name, component, version),
+            metadata=self._meta(object_name, component, version, scanner_exceptions(*pod.exceptions)),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
                 replicas=1,
                 service_name=name_of(service),
@@ -214,7 +230,7 @@ class DataServices(pulumi.ComponentResource):
                 name=k8s_name("bundler-bucket", d.s3.bucket),
                 namespace=self._ns,
                 labels=job_labels,
-                annotations=REPLACE_UNREADY,
+                annotations={**REPLACE_UNREADY, **(scanner_exceptions(MC_HOST_IN_ENV) or {})},
             ),
             spec=run_once_job_spec(
                 pod_labels=job_labels,

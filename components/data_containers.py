@@ -19,9 +19,10 @@ from components.pod import APP_UID, container_security, exec_probe, http_probe, 
 from components.settings.data import DataSettings, InClusterSettings
 from components.settings.values import parse_redis_memory
 
-# Users of the official images (alpine): postgres is uid 70, redis uid 999; both exist in the
-# image's /etc/passwd, which initdb needs. MinIO and mc run as any uid.
-POSTGRES_UID, REDIS_UID, MINIO_UID = 70, 999, APP_UID
+# postgres keeps the official image's uid 70: initdb needs its uid in /etc/passwd (the image would
+# fake one with nss_wrapper, which the runtime test cannot show; see docs/security.md). Redis, MinIO
+# and mc run as any uid, so they take a high one (>= 10000, checkov CKV_K8S_40).
+POSTGRES_UID, REDIS_UID, MINIO_UID = 70, 10999, APP_UID
 MINIO_PORT = 9000
 # The app's S3 access key is MinIO's root user: acceptable for a dev stack, not for shared data.
 MINIO_ROOT_USER = "bundler-minio"
@@ -63,6 +64,8 @@ class ServicePod:
     volumes: list[k8s.core.v1.VolumeArgs]
     storage: Optional[str]
     """Size of its persistent volume; None keeps no data across restarts (the cache)."""
+    exceptions: tuple[tuple[str, str], ...] = ()
+    """checkov findings that stand for this container, with why (`scanner_exceptions`)."""
 
 
 # The data services' own probes answer in milliseconds; 5 s is for a node under load.
@@ -108,7 +111,13 @@ def postgres(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
         liveness_probe=_exec(ready, period=10, failures=6),
     )
     return ServicePod(
-        POSTGRES, POSTGRES_UID, ic.postgres_image, container, p.port, [run_volume, tmp_volume], ic.postgres_storage
+        POSTGRES, POSTGRES_UID, ic.postgres_image, container, p.port, [run_volume, tmp_volume], ic.postgres_storage,
+        exceptions=(
+            ("CKV_K8S_40", "initdb needs its uid in /etc/passwd: the image has postgres as 70 and fakes any other uid "
+                           "with nss_wrapper, which the runtime test's Debian stand-in cannot show yet"),
+            ("CKV_K8S_35", "the image also reads POSTGRES_PASSWORD_FILE, but the runtime test's stand-in entrypoint "
+                           "reads only the variable: moving to the file waits until the stand-in is taught it"),
+        ),
     )
 
 
@@ -148,7 +157,9 @@ def cache_redis(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
         liveness_probe=_exec(ping, period=10, failures=6),
     )
     return ServicePod(
-        REDIS_CACHE, REDIS_UID, d.in_cluster.redis_image, container, d.cache.port, [auth, data_volume], None
+        REDIS_CACHE, REDIS_UID, d.in_cluster.redis_image, container, d.cache.port, [auth, data_volume], None,
+        exceptions=(("CKV_K8S_35", "REDISCLI_AUTH is for the probes' redis-cli, whose only other way to take the "
+                                   "password is argv, which every process can read; the server reads auth.conf"),),
     )
 
 
@@ -204,4 +215,9 @@ def minio(ic: InClusterSettings, secret: pulumi.Input[str]) -> ServicePod:
         readiness_probe=http("/minio/health/ready", 5, 3),
         liveness_probe=http("/minio/health/live", 10, 6),
     )
-    return ServicePod(MINIO, MINIO_UID, ic.minio_image, container, MINIO_PORT, [tmp_volume], ic.minio_storage)
+    return ServicePod(
+        MINIO, MINIO_UID, ic.minio_image, container, MINIO_PORT, [tmp_volume], ic.minio_storage,
+        exceptions=(("CKV_K8S_35", "dev's throwaway MinIO takes its root credentials from MINIO_ROOT_USER and "
+                                   "MINIO_ROOT_PASSWORD, which the runtime test's S3 stand-in checks uploads "
+                                   "against"),),
+    )

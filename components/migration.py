@@ -15,7 +15,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.names import MIGRATION, content_hash, k8s_name, labels, name_of
-from components.pod import REPLACE_UNREADY, container_security, process_resources, run_once_job_spec
+from components.pod import (
+    APP_SECRETS_IN_ENV,
+    REPLACE_UNREADY,
+    container_security,
+    process_resources,
+    run_once_job_spec,
+    scanner_exceptions,
+)
 from components.process_env import PodEnvironment
 from components.settings.processes import MigrationSettings
 from components.settings.stack import StackIdentity
@@ -71,7 +78,7 @@ class MigrationJob(pulumi.ComponentResource):
                 name=name_output,
                 namespace=args.namespace,
                 labels=meta_labels,
-                annotations=REPLACE_UNREADY,
+                annotations={**REPLACE_UNREADY, **(scanner_exceptions(APP_SECRETS_IN_ENV) or {})},
             ),
             spec=run_once_job_spec(
                 pod_labels=meta_labels,

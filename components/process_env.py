@@ -17,7 +17,8 @@ from components.names import ADMIN, API, MIGRATION, WORKERS
 from components.pod import secret_env
 from components.probes import ProbeScript
 
-# Read-only for the owner; with fsGroup 1001 the kubelet adds group read, so uid 1001 reads it.
+# Read-only for the owner (root); with fsGroup the kubelet adds group read, which is how the app's uid
+# (APP_UID, never the file's owner) reads it.
 WALLET_FILE_MODE = 0o400
 
 # Secret env var -> key in the credentials Secret.

@@ -19,7 +19,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.names import ADMIN, API, WORKERS, k8s_name, labels, name_of, selector_labels
-from components.pod import container_security, exec_probe, http_probe, pod_spec, process_resources, tcp_probe
+from components.pod import (
+    APP_SECRETS_IN_ENV,
+    container_security,
+    exec_probe,
+    http_probe,
+    pod_spec,
+    process_resources,
+    scanner_exceptions,
+    tcp_probe,
+)
 from components.probes import (
     ADMIN_READINESS,
     API_NODE_OPTIONS,
@@ -193,7 +202,10 @@ class BundlerProcess(pulumi.ComponentResource):
 
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=args.namespace, labels=meta_labels),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=object_name, namespace=args.namespace, labels=meta_labels,
+                annotations=scanner_exceptions(APP_SECRETS_IN_ENV),
+            ),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=spec.resources.replicas,
                 revision_history_limit=5,

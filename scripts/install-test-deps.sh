@@ -4,7 +4,8 @@
 # which runs the real bundler in namespaces; and the pinned Node libraries (npm ci), yarn
 # among them (the bundler image's yarn runs the migration).
 # Run as root on Debian 12 with Node 20 present. Idempotent: a second run installs
-# nothing and makes no network calls. Python packages come from the Makefile's venv.
+# nothing and makes no network calls. Python packages come from the Makefile's venv, except
+# checkov, which gets its own (last step).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,4 +63,16 @@ if [[ ! -f ${stamp} || package-lock.json -nt ${stamp} || package.json -nt ${stam
   npm ci --no-audit --no-fund --ignore-scripts
 else
   echo "install-test-deps: node_modules up to date"
+fi
+
+# checkov (the manifest scan, tests/test_security_scan.py) pins an older `packaging` than pulumi,
+# so it lives in its own venv beside the project's. Reinstalled only when the pin changes.
+checkov_version=3.3.30
+checkov_venv="${repo_root}/.venv-checkov"
+if [[ "$("${checkov_venv}/bin/checkov" --version 2>/dev/null)" != "${checkov_version}" ]]; then
+  echo "install-test-deps: checkov ${checkov_version} in ${checkov_venv}"
+  python3 -m venv "${checkov_venv}"
+  "${checkov_venv}/bin/pip" install --quiet --disable-pip-version-check "checkov==${checkov_version}"
+else
+  echo "install-test-deps: checkov ${checkov_version} up to date"
 fi

@@ -61,8 +61,11 @@ def test_wallet_is_a_mounted_secret_file_named_by_both_env_vars(recording: Recor
         spec = workload.get("spec.template.spec")
         (volume,) = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == secret_name]
         assert volume["secret"]["defaultMode"] == 0o400
-        assert spec["securityContext"]["fsGroup"] == 1001
+        # The file is root's, 0400: the app's uid reads it only as a member of fsGroup, which
+        # is why the container's group list must hold it and the uid must not be 0.
         c = container(workload)
+        uid = c["securityContext"]["runAsUser"]
+        assert uid >= 10000 and spec["securityContext"]["fsGroup"] == c["securityContext"]["runAsGroup"] == uid
         (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
         assert mount["readOnly"] is True
         assert WALLET_FILE.startswith(mount["mountPath"] + "/")

@@ -17,6 +17,31 @@ DataMode = Literal["in-cluster", "external"]
 _URL_UNSAFE = ("#", "/", ":", "?", "@", "%")
 
 
+
+# The data services' images by tag and digest: a tag can be re-pushed, a digest cannot, and the
+# kubelet never pulls a digest it has (checkov CKV_K8S_43 and CKV_K8S_15). No registry is reachable
+# from where this was written: each digest is the multi-platform index that several unrelated public
+# repositories pin for the same tag (compose files, testcontainers and Kubernetes manifests on
+# GitHub), MinIO's under both its quay.io and docker.io names. The official postgres tag was rebuilt
+# once (sha256:aba1fab9... is the earlier build's index); the later one is used. Check with
+# `crane digest <tag>` before changing any of them.
+POSTGRES_IMAGE = (
+    "docker.io/library/postgres:16.6-alpine3.21"
+    "@sha256:1d04b9ba1d4996401f2552b51beda8187f175c0645c091e4781134fc9c9a3eef"
+)
+REDIS_IMAGE = (
+    "docker.io/library/redis:7.4.2-alpine3.21"
+    "@sha256:02419de7eddf55aa5bcf49efb74e88fa8d931b4d77c07eff8a6b2144472b6952"
+)
+MINIO_IMAGE = (
+    "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
+    "@sha256:a1ea29fa28355559ef137d71fc570e508a214ec84ff8083e39bc5428980b015e"
+)
+MINIO_CLIENT_IMAGE = (
+    "quay.io/minio/mc:RELEASE.2025-04-16T18-13-26Z"
+    "@sha256:aead63c77f9db9107f1696fb08ecb0faeda23729cde94b0f663edf4fe09728e3"
+)
+
 @dataclass(frozen=True)
 class PostgresSettings:
     host: Optional[str]
@@ -157,10 +182,10 @@ def read_data(r: Reader, is_prod: bool) -> DataSettings:
     mode: DataMode = r.choice("dataMode", ("in-cluster", "external"), "in-cluster")  # type: ignore[assignment]
     external = mode == "external"
     in_cluster = InClusterSettings(
-        postgres_image=r.text("postgresImage", "docker.io/library/postgres:16.6-alpine3.21"),
-        redis_image=r.text("redisImage", "docker.io/library/redis:7.4.2-alpine3.21"),
-        minio_image=r.text("minioImage", "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"),
-        minio_client_image=r.text("minioClientImage", "quay.io/minio/mc:RELEASE.2025-04-16T18-13-26Z"),
+        postgres_image=r.text("postgresImage", POSTGRES_IMAGE),
+        redis_image=r.text("redisImage", REDIS_IMAGE),
+        minio_image=r.text("minioImage", MINIO_IMAGE),
+        minio_client_image=r.text("minioClientImage", MINIO_CLIENT_IMAGE),
         storage_class=r.text("storageClass", None),
         postgres_storage=r.text("postgresStorage", "10Gi"),
         queue_redis_storage=r.text("queueRedisStorage", "2Gi"),

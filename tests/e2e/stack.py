@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from components.settings.budget import connection_peak
 from tests.e2e import outside
@@ -317,6 +317,7 @@ class StackTest:
         with meter.window("idle"):
             time.sleep(IDLE_SECONDS)
         self.info()
+        self.app_user()
         self.upload()
         self.admin()
         with meter.window("burst"):
@@ -386,6 +387,34 @@ class StackTest:
                 status == 200 and wallet in text and c["X402_PAYMENT_ADDRESS"].lower() in text.lower(),
                 f"HTTP {status}; wallet {wallet[:10]}… {'present' if wallet in text else 'MISSING'}; "
                 f"payment address {'present' if c['X402_PAYMENT_ADDRESS'].lower() in text.lower() else 'MISSING'}")
+
+    # Inside a bundler container: its ids, what in /app it could not read or enter, and the wallet file.
+    APP_USER_CHECK: ClassVar[list[str]] = ["sh", "-c", 'echo "$(id -u) $(id -g) $(id -G)"; '
+                                           "find /app ! -perm -o+r | wc -l; find /app -type d ! -perm -o+x | wc -l; "
+                                           'stat -c "%u %g %a" "$TURBO_JWK_FILE"; head -c 12 "$TURBO_JWK_FILE"']
+
+    def app_user(self) -> None:
+        """The processes run as the manifest's high uid, not the image's owner of /app: /app must be
+        world-readable for them, and the wallet (root's, 0400 in the spec) readable only through fsGroup."""
+        image_uid = self.app.uid
+        for component in ("api", "workers", "admin"):
+            pod = self.cluster.workload(component, "Deployment").pods[0]
+            c = pod.containers[0]
+            uid, gid, _, _ = c.security()
+            fs_group = (pod.spec.get("securityContext") or {}).get("fsGroup")
+            result = c.exec(self.APP_USER_CHECK, timeout=60)
+            lines = result.detail.partition(": ")[2].splitlines()
+            ids, unreadable, closed, wallet, head = (lines + [""] * 5)[:5]
+            owner, group, mode = [*wallet.split(), "", "", ""][:3]
+            read = "ok" if head.startswith("{") else "FAILED"
+            ok = (result.ok and ids.split()[:2] == [str(uid), str(gid)] and str(fs_group) in ids.split()[2:]
+                  and uid >= 10000 and uid != image_uid and unreadable == "0" and closed == "0"
+                  and owner == "0" and group == str(fs_group) and not int(mode or "7", 8) & 0o007
+                  and head.startswith("{"))
+            self.ok(f"{component} runs as uid {uid} (image's /app owner {image_uid}); /app world-readable; "
+                    "wallet read through fsGroup", ok,
+                    f"id {ids}; /app entries not world-readable {unreadable}, directories not enterable {closed}; "
+                    f"wallet owner {owner} group {group} mode {mode}, read {read}")
 
     def _service_url(self, name: str) -> str:
         """The in-cluster URL of a Service, as its rendered spec gives it."""
