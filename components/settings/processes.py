@@ -130,9 +130,11 @@ def read_processes(r: Reader) -> ProcessesSettings:
     admin_port = r.integer("adminPort", DEFAULT_ADMIN_PORT, minimum=1, maximum=65535)
     r.report(distinct_ports(api_port, admin_port))
 
-    api = _process(r, "api", 1, ("250m", "1"), ("512Mi", "1Gi"))
-    workers = _process(r, "worker", 1, ("250m", "1"), ("512Mi", "1Gi"))
-    admin = _process(r, "admin", 1, ("50m", "250m"), ("128Mi", "256Mi"))
+    # Requests and memory limits from the runtime test's measurements (README, "Resources from
+    # measurement"): requests at the steady use, memory limits at twice the busiest peak.
+    api = _process(r, "api", 1, ("100m", "1"), ("160Mi", "320Mi"))
+    workers = _process(r, "worker", 1, ("50m", "1"), ("128Mi", "256Mi"))
+    admin = _process(r, "admin", 1, ("50m", "250m"), ("64Mi", "128Mi"))
     migration = _process(r, "migration", None, ("100m", "500m"), ("256Mi", "512Mi"))
 
     probes = ProbeSettings(
