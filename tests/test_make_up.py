@@ -264,3 +264,33 @@ def test_make_up_defaults_to_the_local_stack() -> None:
     done = subprocess.run(["make", "-n", "up"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "MAKEFLAGS": ""})
     assert "bash scripts/pulumi-up.sh local up" in done.stdout
+
+
+def test_make_check_reaches_health_and_the_admin_dashboard_without_printing_the_password(laptop: Laptop) -> None:
+    assert laptop.run().returncode == 0
+    laptop.log.unlink()
+    done = laptop.run(action="check")
+    assert done.returncode == 0, done.stderr
+    commands = laptop.commands()
+    # The port-forwards run in the background, so they may log after the first request.
+    forwards = {c for c in commands if " port-forward " in c}
+    assert forwards == {f"kubectl --context kind-x402-bundler-local -n x402-bundler-local port-forward {s}"
+                        for s in ("svc/bundler-api 3001:3001", "svc/bundler-admin 3002:3002")}
+    assert in_order(commands, "curl -fsS", "curl -fsS -o /dev/null")
+    assert any(c.endswith("http://localhost:3001/health") for c in commands)
+    # The password reaches curl on stdin only: never in an argument list or the transcript.
+    assert "stub-admin-password" in laptop.state_of("admin-auth")
+    assert "stub-admin-password" not in json.dumps(laptop.calls()) + done.stdout + done.stderr
+
+
+def test_make_check_before_any_up_says_to_run_make_up(laptop: Laptop) -> None:
+    done = laptop.run(action="check")
+    assert done.returncode == 1 and "Run make up STACK=local first." in done.stderr
+
+
+def test_the_scripts_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: bash scripts/install-test-deps.sh installs it"
+    done = subprocess.run([shellcheck, *sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout

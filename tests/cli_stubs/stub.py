@@ -89,6 +89,9 @@ def kubectl(args: list[str]) -> int:
                         "did you specify the right host or port?")
         case ["config", "current-context"]:
             print(context)
+        case ["-n", _, "port-forward", service, ports]:
+            # The real one keeps running; the script ends it. Here it only says what it forwards.
+            print(f"Forwarding from 127.0.0.1:{ports.split(':')[0]} -> {ports.split(':')[1]} ({service})")
         case ["apply", "-f", "-"]:
             mark(f"applied-{context}", sys.stdin.read())
             print("configmap/local-registry-hosting created")
@@ -170,7 +173,15 @@ def curl(args: list[str]) -> int:
     if args[-1] == "https://get.pulumi.com":
         print(INSTALLER.replace("{stub}", str(Path(os.environ["STUB_POOL"]) / "pulumi")))
         return 0
-    return fail(f"stub curl: unexpected {args}", 2)
+    url = args[-1]
+    if url.endswith("/health") and done("up-local"):
+        print("OK")
+        return 0
+    if url.endswith("/admin/stats") and "-K" in args and done("up-local"):
+        config = sys.stdin.read()  # curl -K - reads `user = "name:password"` from stdin
+        mark("admin-auth", config)
+        return 0 if 'user = "admin:stub-admin-password-0123"' in config else fail("curl: (22) 401", 22)
+    return fail(f"curl: (7) Failed to connect to {url}", 7)
 
 
 def main() -> int:
