@@ -1,7 +1,10 @@
 # Two commands do all the set-up on a fresh machine:
-#   make up STACK=dev   create .venv, install, select/create the stack, `pulumi up`
+#   make up             the local stack: .venv, a Pulumi CLI, kind with a registry, secrets, `pulumi up`
 #   make test           create .venv, install everything the tests need, run lint + tests
-STACK ?= dev
+# Every Pulumi command goes through scripts/pulumi-up.sh, which points it at the stack's backend
+# (local: .pulumi-local/state in this checkout; dev and prod: Pulumi Cloud, as CI).
+STACK ?= local
+ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
@@ -11,7 +14,7 @@ RENDER_DIR ?= build/render/$(STACK)
 X402_UPSTREAM_SRC ?= $(wildcard $(abspath ..)/shared/upstream/ar-io-x402-bundler)
 export X402_UPSTREAM_SRC
 
-.PHONY: install up preview test lint render bench clean e2e test-deps
+.PHONY: install up preview destroy check init config pulumi env test lint render bench clean e2e test-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +24,34 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 install: $(VENV)/.installed
 
 up: $(VENV)/.installed
-	bash scripts/pulumi-up.sh $(STACK) up
+	bash scripts/pulumi-up.sh $(STACK) up $(ARGS)
 
 preview: $(VENV)/.installed
-	bash scripts/pulumi-up.sh $(STACK) preview
+	bash scripts/pulumi-up.sh $(STACK) preview $(ARGS)
+
+destroy: $(VENV)/.installed
+	bash scripts/pulumi-up.sh $(STACK) destroy $(ARGS)
+
+# After `up`: /health through a port-forward, and the admin dashboard with the password output.
+check:
+	bash scripts/pulumi-up.sh $(STACK) check
+
+# Create (or select) the stack, so its secrets can be set before the first `up` (dev, prod).
+init:
+	bash scripts/pulumi-up.sh $(STACK) init
+
+# `pulumi config $(ARGS)` on the stack's backend, e.g.
+#   make config STACK=dev ARGS="set --secret x402-bundler:arweaveWallet" < wallet.json
+config:
+	bash scripts/pulumi-up.sh $(STACK) config $(ARGS)
+
+# Any other Pulumi command on the stack's backend: make pulumi ARGS="stack output --json"
+pulumi:
+	bash scripts/pulumi-up.sh $(STACK) pulumi $(ARGS)
+
+# For a shell that runs bare `pulumi` commands: eval "$$(make -s env STACK=local)"
+env:
+	@bash scripts/pulumi-up.sh $(STACK) env
 
 test-deps: $(VENV)/.installed
 	bash scripts/install-test-deps.sh
@@ -34,7 +61,7 @@ test: test-deps
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory e2e
 
-# The real bundler run from the rendered manifests of dev and prod (needs root; see README).
+# The real bundler run from the rendered manifests of every stack (needs root; see README).
 e2e: test-deps
 	$(PY) -m tests.e2e
 

@@ -179,7 +179,7 @@ class AppConfiguration(pulumi.ComponentResource):
 
         self.pull_secret_name = None
         image = args.image
-        if image.visibility == "private" and image.pull_token is not None:
+        if image.visibility == "private" and image.pull_token is not None and not image.local_registry:
             username = image.pull_username
             dockerconfig: pulumi.Output[str] = image.pull_token.apply(
                 lambda token: _dockerconfigjson(image.registry, username, token)

@@ -150,9 +150,12 @@ class BundlerImage(pulumi.ComponentResource):
         self.register_outputs({"ref": self.ref})
 
     def _build(self, name: str, image: ImageSettings) -> pulumi.Output[str]:
-        registry = docker_build.RegistryArgs(
+        # A local registry takes anonymous pushes: no credentials to hand the builder.
+        registry = None if image.local_registry else docker_build.RegistryArgs(
             address=image.registry, username=image.registry_username, password=image.push_token
         )
+        # The local stack's builder is set up to reach its plain-HTTP registry (scripts/pulumi-up.sh).
+        builder = docker_build.BuilderConfigArgs(name=image.builder) if image.builder else None
         # Replacing or deleting an Image or Index deletes its pushed tags and manifests; a
         # digest that a cluster runs (or may roll back to) must outlive the resource.
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
@@ -192,7 +195,8 @@ class BundlerImage(pulumi.ComponentResource):
                         )
                     )
                 ],
-                registries=[registry],
+                registries=[registry] if registry else None,
+                builder=builder,
                 opts=keep,
             )
             for platform in image.platforms

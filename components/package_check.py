@@ -19,6 +19,8 @@ from components.names import PROJECT
 from components.settings.image import ImageSettings
 
 NOT_FOUND = "not-found"
+# A registry on the building machine (the local stack): no GitHub package exists to read.
+LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,15 @@ class GhcrPackage(pulumi.ComponentResource):
     def __init__(self, name: str, args: GhcrPackageArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("x402-bundler:index:GhcrPackage", name, None, opts)
         image, token = args.image, args.github_token
+        if image.local_registry:
+            # Nothing to read and no GitHub provider: the local stack needs no GitHub account.
+            self.package_url = pulumi.Output.from_input(f"http://{image.registry}/v2/{image.package}/tags/list")
+            self.visibility = pulumi.Output.from_input(LOCAL)
+            self.image_ref = pulumi.Output.from_input(args.image_ref)
+            self.register_outputs(
+                {"package_url": self.package_url, "visibility": self.visibility, "image_ref": self.image_ref}
+            )
+            return
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
         if token is not None:
             provider = github.Provider(f"{name}-github", token=token, opts=pulumi.ResourceOptions(parent=self))

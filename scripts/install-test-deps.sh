@@ -20,6 +20,8 @@ apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 have_postgres || apt_packages+=(postgresql)
+# Lints scripts/*.sh (tests/test_make_up.py).
+command -v shellcheck >/dev/null 2>&1 || apt_packages+=(shellcheck)
 # The runtime test's sandbox: each container under bubblewrap, PID 1 as the image has it.
 for pair in bwrap:bubblewrap dumb-init:dumb-init ip:iproute2 nft:nftables nsenter:util-linux setpriv:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [[ -x /usr/sbin/${pair%%:*} ]] || apt_packages+=("${pair#*:}")

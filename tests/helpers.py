@@ -15,7 +15,7 @@ DEPLOYMENT, JOB, SECRET, CONFIG_MAP = (
     "kubernetes:core/v1:Secret",
     "kubernetes:core/v1:ConfigMap",
 )
-STACKS = ("dev", "prod")
+STACKS = ("dev", "local", "prod")
 # What prod promotes: the placeholder digest the offline render gives the building stack.
 PROMOTED = f"ghcr.io/example-org/ar-io-x402-bundler@{PLACEHOLDER_DIGEST}"
 APP_PROCESSES = ("api", "workers", "admin")

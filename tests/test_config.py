@@ -391,3 +391,36 @@ def test_make_render_reports_config_problems_without_a_traceback(tmp_path: Any) 
     assert "Traceback" not in done.stderr
     assert "did you mean workerReplicas?" in done.stderr
     assert "fix: edit x402-bundler:paymentAddress in Pulumi.dev.yaml" in done.stderr
+
+
+def test_local_stack_builds_into_the_kind_registry_without_tokens_or_github() -> None:
+    s = settings_for("local", secrets={"registryPushToken": None, "registryPullToken": None, "githubToken": None})
+    assert (s.stack.environment, s.app.payment_network, s.data.mode, s.image.mode) == (
+        "dev", "base-sepolia", "in-cluster", "build")
+    assert s.image.local_registry and s.image.registry == "localhost:5001"
+    assert s.image.push_token is None and s.image.builder == "x402-bundler-local"
+    assert s.image.platforms == ("linux/amd64",)
+
+
+@pytest.mark.parametrize(("stack", "overrides", "key", "says"), [
+    pytest.param("prod", {"imageRepository": "localhost:5001/ar-io-x402-bundler", "imagePromoteStack": None,
+                          "imageRef": f"localhost:5001/ar-io-x402-bundler@sha256:{'0' * 64}"},
+                 "imageRepository", "prod pulls from GHCR", id="prod-local-registry"),
+    pytest.param("local", {"imageMode": "promote", "imageRef": f"localhost:5001/ar-io-x402-bundler@sha256:{'0' * 64}"},
+                 "imageRepository", "only a stack that builds here", id="promote-from-local-registry"),
+    pytest.param("local", {"imageRepository": "registry.example.com:5000/bundler"},
+                 "imageRepository", "nor, outside prod, a local registry", id="other-registry"),
+    pytest.param("dev", {"imageMode": "promote", "imageBuilder": "b", "imagePromoteStack": "o/x402-bundler/dev"},
+                 "imageBuilder", "only build mode builds", id="builder-in-promote-mode"),
+])
+def test_local_registry_rules_name_the_key_and_the_fix(stack: str, overrides: dict[str, Any], key: str,
+                                                       says: str) -> None:
+    problems = [p for p in config_error(stack, overrides).problems if p.key == key]
+    assert problems and says in problems[0].message
+    assert problems[0].fix.startswith("pulumi config")
+
+
+def test_ghcr_still_needs_its_tokens_outside_the_local_registry() -> None:
+    error = config_error("local", overrides={"imageRepository": "ghcr.io/example-org/ar-io-x402-bundler"},
+                         secrets={"registryPushToken": None, "registryPullToken": None})
+    assert {"registryPushToken", "registryUsername", "registryPullToken"} <= {p.key for p in error.problems}

@@ -10,7 +10,7 @@ import pytest
 
 from components.image import VERIFIED_UPSTREAM_COMMIT
 from components.settings import ConfigError
-from tests.helpers import DEPLOYMENT, JOB, PROMOTED, container, render
+from tests.helpers import DEPLOYMENT, JOB, PROMOTED, container, recording, render
 from tools.harness import Recording, Registered, run_program
 
 IMAGE, INDEX, STACK_REF = "docker-build:index:Image", "docker-build:index:Index", "pulumi:pulumi:StackReference"
@@ -211,3 +211,21 @@ def test_promoting_anything_but_a_digest_of_our_repository_fails(exported: Any, 
 def test_promote_mode_refuses_a_mutable_tag_in_config() -> None:
     with pytest.raises(ConfigError, match="imageRef"):
         run_program("prod", overrides={"imagePromoteStack": None, "imageRef": f"{REPO}:latest"})
+
+
+def test_local_stack_pushes_to_the_kind_registry_with_its_builder_and_touches_no_github() -> None:
+    rec = recording("local")
+    (build,) = rec.of_type("docker-build:index:Image")
+    assert build.get("builder") == {"name": "x402-bundler-local"}
+    assert not build.get("registries"), "the local registry takes anonymous pushes: no credentials"
+    assert all(t.startswith("localhost:5001/ar-io-x402-bundler:") for t in build.get("tags"))
+    assert not [r for r in rec.resources if r.type.startswith("github:")]
+    assert not [token for token, _ in rec.calls if token.startswith("github:")]
+    assert rec.outputs["imagePackageVisibility"] == "local"
+    assert rec.outputs["secretNames"]["imagePull"] is None
+    workloads = [*rec.of_type("kubernetes:apps/v1:Deployment"), *rec.of_type("kubernetes:batch/v1:Job")]
+    bundler = [c["image"] for w in workloads for c in w.get("spec.template.spec.containers")
+               if "x402-bundler" in c["image"]]
+    assert bundler and all(i.startswith("localhost:5001/ar-io-x402-bundler@sha256:") for i in bundler)
+    # The sandbox runs the commit the runtime test verified, as dev does.
+    assert build.get("context.location").endswith(f"#{VERIFIED_UPSTREAM_COMMIT}")

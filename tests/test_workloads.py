@@ -29,7 +29,7 @@ from tests.helpers import (
     recording as rendered,
 )
 from tests.pss import restricted_violations
-from tools.harness import Recording, placeholder_secrets
+from tools.harness import Recording, placeholder_secrets, stack_config
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -168,7 +168,7 @@ def test_every_container_passes_restricted_pss_and_has_requests_and_limits(recor
 
 @pytest.mark.parametrize("component", APP_PROCESSES)
 def test_root_filesystem_is_read_only_and_fs_data_path_is_on_a_writable_volume(
-    recording: Recording, component: str
+    recording: Recording, stack: str, component: str
 ) -> None:
     d = deployment(recording, component)
     c = container(d)
@@ -183,7 +183,9 @@ def test_root_filesystem_is_read_only_and_fs_data_path_is_on_a_writable_volume(
         "the API and workers create FS_DATA_PATH at import"
     )
     (volume,) = [v for v in d.get("spec.template.spec.volumes") if v["name"] == writable[0]["name"]]
-    assert volume["emptyDir"]["sizeLimit"] == "20Gi"
+    # The stack file's size, or the declared default (20Gi).
+    assert volume["emptyDir"]["sizeLimit"] == stack_config(stack).get(
+        "x402-bundler:uploadDataSizeLimit", "20Gi")
     assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
 
 
@@ -236,7 +238,8 @@ def test_admin_statistics_use_the_queue_redis_it_can_reach(recording: Recording)
 def test_payment_address_free_uploads_and_optical_bridging_are_explicit(recording: Recording, stack: str) -> None:
     settings = settings_map(recording, container(deployment(recording, "api")))
     assert settings["ETHEREUM_ADDRESS"] == settings["X402_PAYMENT_ADDRESS"]
-    assert settings["FREE_UPLOAD_LIMIT"] == {"dev": "10240", "prod": "0"}[stack]
+    # What each stack file says (dev and local: a 10 KiB testnet free tier; prod: none).
+    assert settings["FREE_UPLOAD_LIMIT"] == {"dev": "10240", "local": "10240", "prod": "0"}[stack]
     assert settings["OPTICAL_BRIDGING_ENABLED"] == "false"
     assert "OPTICAL_BRIDGE_URL" not in settings
     for w in [*recording.of_type(DEPLOYMENT), migration_job(recording)]:

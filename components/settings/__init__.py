@@ -54,7 +54,7 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
     is_prod = environment == "prod"
     # Sections in the order the keys are listed in the README's example error.
     app = read_app(r, is_prod)
-    image = read_image(r)
+    image = read_image(r, is_prod)
     data = read_data(r, is_prod)
     processes = read_processes(r)
     r.report(

@@ -17,6 +17,10 @@ ImageMode = Literal["build", "promote"]
 Visibility = Literal["public", "private"]
 SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64")
 _GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
+# A registry on this machine (kind's local registry is localhost:5001): plain HTTP, no login,
+# and no GitHub package behind it. Sandbox stacks only: nothing shared can pull from a laptop.
+_LOCAL_REPO = re.compile(r"^(localhost|127\.0\.0\.1):[0-9]{1,5}/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
+LOCAL_REGISTRY_HOSTS = ("localhost", "127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,13 @@ class ImageSettings:
     visibility: Visibility
     owner_type: Literal["org", "user"]
     pull_token: Optional[pulumi.Output[str]]
+    builder: Optional[str] = None
+    """The buildx builder to build with (unset: the current one)."""
+
+    @property
+    def local_registry(self) -> bool:
+        """A registry on the building machine: no token, no pull Secret, no GHCR package to read."""
+        return self.registry.split(":", 1)[0] in LOCAL_REGISTRY_HOSTS
 
     @property
     def registry(self) -> str:
@@ -48,25 +59,46 @@ class ImageSettings:
 
     @property
     def owner(self) -> str:
-        return self.repository.split("/")[1]
+        """The GHCR owner; a local registry has none."""
+        return "" if self.local_registry else self.repository.split("/")[1]
 
     @property
     def package(self) -> str:
-        return self.repository.split("/", 2)[2]
+        """The repository path under its owner (GHCR) or under the registry (local)."""
+        return self.repository.split("/", 1 if self.local_registry else 2)[-1]
 
     @property
     def source_url(self) -> str:
-        """Repository whose package this is (org.opencontainers.image.source)."""
+        """Repository whose package this is (org.opencontainers.image.source). A local registry
+        has no package page to link, so the label names the source that was built."""
+        if self.local_registry:
+            return self.context.removesuffix(".git")
         return f"https://github.com/{self.owner}/{self.package.split('/')[0]}"
 
 
-def ghcr_repository(image: ImageSettings) -> list[Problem]:
-    """Both modes: the pull Secret, the package check and the labels all name this repository."""
+def ghcr_repository(image: ImageSettings, is_prod: bool) -> list[Problem]:
+    """Both modes: the pull Secret, the package check and the labels all name this repository.
+    A dev-tier stack may instead build into a registry on this machine (the local stack)."""
     if _GHCR_REPO.fullmatch(image.repository):
+        return []
+    if _LOCAL_REPO.fullmatch(image.repository):
+        if is_prod:
+            return [Problem(
+                "imageRepository",
+                f"'{image.repository}' is a registry on the deploying machine; prod pulls from GHCR.",
+                set_command("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler"),
+            )]
+        if image.mode != "build":
+            return [Problem(
+                "imageRepository",
+                f"'{image.repository}' is a local registry, which only a stack that builds here fills.",
+                f"{set_command('imageMode', 'build')}  (or set {PROJECT}:imageRepository to the GHCR repository)",
+            )]
         return []
     return [Problem(
         "imageRepository",
-        f"'{image.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase).",
+        f"'{image.repository}' is not a GHCR repository (ghcr.io/<owner>/<name>, lowercase) "
+        "nor, outside prod, a local registry (localhost:<port>/<name>).",
         set_command("imageRepository", "ghcr.io/<owner>/ar-io-x402-bundler"),
     )]
 
@@ -89,6 +121,14 @@ def build_mode(image: ImageSettings, has_push_token: bool) -> list[Problem]:
             f"must be a non-empty subset of {', '.join(SUPPORTED_PLATFORMS)}.",
             list_command("imagePlatforms", "linux/amd64"),
         ))
+    if image.version in ("", "latest"):
+        problems.append(Problem(
+            "appVersion",
+            f"'{image.version}' is not a version; images are tagged with it.",
+            set_command("appVersion", "1.0.0"),
+        ))
+    if image.local_registry:
+        return problems  # a local registry takes no login: no token, no user
     if not has_push_token:
         problems.append(Problem(
             "registryPushToken",
@@ -100,12 +140,6 @@ def build_mode(image: ImageSettings, has_push_token: bool) -> list[Problem]:
             "registryUsername",
             "is required in build mode (the GitHub user that owns registryPushToken).",
             set_command("registryUsername", "<github user>"),
-        ))
-    if image.version in ("", "latest"):
-        problems.append(Problem(
-            "appVersion",
-            f"'{image.version}' is not a version; images are tagged with it.",
-            set_command("appVersion", "1.0.0"),
         ))
     return problems
 
@@ -135,7 +169,8 @@ def promote_mode(image: ImageSettings) -> list[Problem]:
 
 
 def private_pull(image: ImageSettings, has_pull_token: bool) -> list[Problem]:
-    if image.visibility == "private" and not has_pull_token:
+    # The local registry answers anonymous pulls (kind's nodes reach it by its container name).
+    if image.visibility == "private" and not has_pull_token and not image.local_registry:
         return [Problem(
             "registryPullToken",
             "is required when ghcrVisibility is private: the cluster cannot pull without it (a read:packages token).",
@@ -144,7 +179,14 @@ def private_pull(image: ImageSettings, has_pull_token: bool) -> list[Problem]:
     return []
 
 
-def read_image(r: Reader) -> ImageSettings:
+def builder_only_in_build_mode(image: ImageSettings) -> list[Problem]:
+    if image.builder and image.mode != "build":
+        return [Problem("imageBuilder", "is set, but only build mode builds.",
+                        f"pulumi config rm {PROJECT}:imageBuilder")]
+    return []
+
+
+def read_image(r: Reader, is_prod: bool) -> ImageSettings:
     mode: ImageMode = r.choice("imageMode", ("build", "promote"), "build")  # type: ignore[assignment]
     visibility: Visibility = r.choice("ghcrVisibility", ("public", "private"), "private")  # type: ignore[assignment]
     image = ImageSettings(
@@ -163,10 +205,12 @@ def read_image(r: Reader) -> ImageSettings:
         visibility=visibility,
         owner_type=r.choice("ghcrOwnerType", ("org", "user"), "org"),  # type: ignore[arg-type]
         pull_token=None,
+        builder=r.text("imageBuilder", None),
     )
     push_token = r.secret_text("registryPushToken")
     pull_token = r.secret_text("registryPullToken")
-    r.report(ghcr_repository(image))
+    r.report(ghcr_repository(image, is_prod))
+    r.report(builder_only_in_build_mode(image))
     r.report(build_mode(image, push_token is not None))
     r.report(promote_mode(image))
     r.report(private_pull(image, pull_token is not None))

@@ -1,6 +1,6 @@
-"""`make e2e`: the real bundler, run from what the program renders for dev and prod.
+"""`make e2e`: the real bundler, run from what the program renders for every stack.
 
-    python -m tests.e2e [--stack dev] [--stack prod]
+    python -m tests.e2e [--stack dev] [--stack local] [--stack prod]
 
 Builds (or reuses) the upstream `/app` tree, then runs each stack in its own node network
 namespace, in parallel, and prints one line per scenario,

@@ -40,14 +40,15 @@ HERE = Path(__file__).resolve().parent
 GATEWAY_HOST, GATEWAY_PORT = "arweave-gateway.e2e.internal", 1984
 # Test-only changes to the stacks, each with its reason. Nothing else differs from the files.
 TEST_OVERRIDES: dict[str, dict[str, Any]] = {
-    # Nothing outside this machine answers: both stacks use the local gateway stand-in.
+    # Nothing outside this machine answers: every stack uses the local gateway stand-in.
     "dev": {"arweaveGateway": f"http://{GATEWAY_HOST}:{GATEWAY_PORT}"},
+    "local": {"arweaveGateway": f"http://{GATEWAY_HOST}:{GATEWAY_PORT}"},
     # prod takes no free uploads (freeUploadLimit 0, checked below as rendered), and paying
     # needs a live x402 facilitator; a 10 KiB free tier lets an unpaid upload exercise prod's
     # whole path (TLS cache, managed PostgreSQL, S3 by virtual-hosted name) here.
     "prod": {"arweaveGateway": f"http://{GATEWAY_HOST}:{GATEWAY_PORT}", "freeUploadLimit": 10240},
 }
-STACK_INDEX = {"dev": 1, "prod": 2}
+STACK_INDEX = {"dev": 1, "prod": 2, "local": 3}
 # Where the client pod finds the stack's wallet.
 CLIENT_WALLET = "/run/e2e/wallet.json"
 # Upload sizes: well under and over dev's 10 KiB free tier.
