@@ -132,6 +132,20 @@ def start_outside(stack: str, net: StackNetwork, root: Path, config: dict[str, s
 # ---------------------------------------------------------------- clients the runner uses
 
 
+def http_get(url: str, auth: Optional[tuple[str, str]] = None, timeout: float = 10) -> tuple[int, str]:
+    """(status, body); status 0 and the error as body when nothing answered."""
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except OSError as error:
+        return 0, str(error)
+
+
 @dataclass
 class Clients:
     """The runner's own view of the data (psql, redis-cli, boto3) and an in-cluster client pod."""
@@ -227,16 +241,7 @@ class Clients:
     def http(self, url: str, auth: Optional[tuple[str, str]] = None, timeout: float = 10) -> tuple[int, str]:
         """GET as a pod would: the host name resolved through the cluster's hosts file."""
         host = url.split("//", 1)[1].split("/")[0].split(":")[0]
-        request = urllib.request.Request(url.replace(host, self.resolve(url), 1))
-        if auth:
-            request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read().decode(errors="replace")
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
-        except OSError as error:
-            return 0, str(error)
+        return http_get(url.replace(host, self.resolve(url), 1), auth, timeout)
 
     def resolve(self, url: str) -> str:
         host = url.split("//", 1)[1].split("/")[0].split(":")[0]
@@ -361,8 +366,11 @@ class StackTest:
 
     migration_detail = ""
 
+    def _source_migrations(self) -> list[str]:
+        return sorted(p.stem for p in (self.app.app_dir / "lib" / "migrations").glob("*.js"))
+
     def _migrations_complete(self, state: str) -> bool:
-        expected = sorted(p.stem for p in (self.app.app_dir / "lib" / "migrations").glob("*.js"))
+        expected = self._source_migrations()
         if state != "done":
             job = self.cluster.workload("migration", "Job")
             log = job.pods[-1].containers[0].log_tail(40).splitlines() if job.pods else ["no pod"]
@@ -464,11 +472,15 @@ class StackTest:
                 large.get("status") == 402 and limit > 0 and real_limit == expected_real,
                 f"{LARGE} B unpaid upload -> HTTP {large.get('status')} (limit {limit} B in this run); "
                 f"the stack file renders FREE_UPLOAD_LIMIT={real_limit}")
-        data_dir = self.cluster.pods("api")[0].volume_path("upload-data")
         fs_path = self.cluster.config().get("FS_DATA_PATH", "")
-        created = [p.name for p in data_dir.iterdir()] if data_dir.exists() else []
+        created = self._upload_data_entries()
         self.ok("writable FS_DATA_PATH on a read-only root", bool(fs_path) and "upload-service-data" in created,
                 f"FS_DATA_PATH={fs_path}; the upload-data volume holds {created}")
+
+    def _upload_data_entries(self) -> list[str]:
+        """What the API wrote into its upload-data volume (FS_DATA_PATH's parent)."""
+        data_dir = self.cluster.pods("api")[0].volume_path("upload-data")
+        return [p.name for p in data_dir.iterdir()] if data_dir.exists() else []
 
     def _in_database(self, item: str) -> bool:
         tables = ("new_data_item", "planned_data_item", "permanent_data_items", "failed_data_item")
@@ -584,7 +596,7 @@ class StackTest:
         """The app puts DB_PASSWORD unescaped into a URL: the stack refuses such passwords."""
         used = self.clients.endpoints["db_password"]
         try:
-            run_program(self.stack, overrides={**TEST_OVERRIDES[self.stack], "dataMode": "external",
+            run_program(self.stack, overrides={**TEST_OVERRIDES.get(self.stack, {}), "dataMode": "external",
                                                "dbHost": "db.example.internal",
                                                "cacheRedisHost": "cache.example.internal",
                                                "queueRedisHost": "queue.example.internal"},

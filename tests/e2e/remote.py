@@ -1,0 +1,435 @@
+"""The runtime test's scenarios against a real cluster, through kubectl (`.github/workflows/e2e-kind.yml`).
+
+    python -m tests.e2e.remote [--stack local] [--namespace NS] [--context CTX] [--node-path DIR]
+
+Runs the scenarios of `tests.e2e.stack.StackTest` that need no emulated kubelet, with the same
+code: `RemoteTest` gives them a cluster view and clients backed by kubectl instead of the
+emulator's. The API and admin are reached through `kubectl port-forward svc/...`, PostgreSQL and
+both Redis through `kubectl exec` in their pods (psql over the local socket, redis-cli with the
+pod's own REDISCLI_AUTH), the bucket through a port-forward to MinIO and boto3. Secrets are read
+with `kubectl get secret` into memory only: never printed, never put on a command line; the
+wallet client.js signs with goes to a 0600 file under the work directory.
+
+Prints `e2e: <stack>: <scenario>: ok|FAIL (...)` lines and `N passed, M failed`; exit 1 on any FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from tests.e2e.stack import HERE, SMALL, Report, StackTest, http_get, test_secrets
+from tools.harness import ROOT, stack_config
+
+COMPONENT = "app.kubernetes.io/component"
+# The upstream's modules client.js needs, at the versions the upstream tree here resolves.
+CLIENT_PACKAGES = ("@dha-team/arbundles", "arweave")
+LOCK_FILE = ROOT / "tools" / "upstream" / "package-lock.json"
+FORWARDED = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
+
+
+class KubectlError(RuntimeError):
+    pass
+
+
+@dataclass
+class Kubectl:
+    namespace: str
+    context: Optional[str] = None
+
+    def argv(self, *args: str) -> list[str]:
+        return ["kubectl", *(["--context", self.context] if self.context else []), "-n", self.namespace, *args]
+
+    def run(self, *args: str, stdin: Optional[str] = None, timeout: float = 60, check: bool = True) -> str:
+        done = subprocess.run(self.argv(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            # The command, not its input: secrets only ever travel on stdin.
+            raise KubectlError(f"kubectl {' '.join(args[:3])}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
+        return done.stdout
+
+    def json(self, *args: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.run("get", *args, "-o", "json"))
+        return result
+
+    def port_forward(self, target: str, port: int, timeout: float = 30) -> tuple[subprocess.Popen[str], int]:
+        """`kubectl port-forward TARGET :PORT`: kubectl picks a free local port and says which."""
+        proc = subprocess.Popen(self.argv("port-forward", "--address", "127.0.0.1", target, f":{port}"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line.strip())
+            match = FORWARDED.search(line)
+            if match and int(match.group(2)) == port:
+                return proc, int(match.group(1))
+        proc.kill()
+        proc.wait()
+        raise KubectlError(f"port-forward {target} :{port}: no forwarding line within {timeout:.0f} s: {seen[-3:]}")
+
+
+# ---------------------------------------------------------------- the cluster, as the scenarios read it
+
+
+@dataclass
+class RemoteContainer:
+    kubectl: Kubectl
+    pod: str
+    name: str
+    restarts: int
+    is_running: bool
+
+    def running(self) -> bool:
+        return self.is_running
+
+    def logs(self) -> str:
+        return self.kubectl.run("logs", self.pod, "-c", self.name, check=False)
+
+
+@dataclass
+class RemotePod:
+    name: str
+    ip: str
+    ready: bool
+    containers: list[RemoteContainer]
+
+
+@dataclass
+class RemoteObject:
+    kind: str
+    name: str
+    manifest: dict[str, Any]
+
+
+@dataclass
+class RemoteWorkload:
+    component: str
+    obj: RemoteObject
+    pods: list[RemotePod]
+
+
+@dataclass
+class SecretStore:
+    kubectl: Kubectl
+
+    @property
+    def secrets(self) -> dict[str, dict[str, str]]:
+        items = self.kubectl.json("secrets")["items"]
+        return {s["metadata"]["name"]: {k: base64.b64decode(v).decode(errors="replace")
+                                        for k, v in (s.get("data") or {}).items()} for s in items}
+
+
+class KubectlCluster:
+    """The parts of `tests.e2e.cluster.Cluster` the shared scenarios read, from the real cluster."""
+
+    def __init__(self, kubectl: Kubectl) -> None:
+        self.kubectl = kubectl
+        self.namespace = kubectl.namespace
+        self.store = SecretStore(kubectl)
+        self._config: Optional[dict[str, str]] = None
+
+    def _pod(self, item: dict[str, Any]) -> RemotePod:
+        status = item.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        statuses = {c["name"]: c for c in status.get("containerStatuses") or []}
+        containers = [RemoteContainer(self.kubectl, item["metadata"]["name"], c["name"],
+                                      int(statuses.get(c["name"], {}).get("restartCount", 0)),
+                                      "running" in (statuses.get(c["name"], {}).get("state") or {}))
+                      for c in item["spec"]["containers"]]
+        return RemotePod(item["metadata"]["name"], status.get("podIP", ""), ready, containers)
+
+    def _pods(self, component: str, live: bool) -> list[RemotePod]:
+        items = self.kubectl.json("pods", "-l", f"{COMPONENT}={component}")["items"]
+        if live:  # what a Service would send to: not finished, not terminating
+            items = [i for i in items if (i.get("status") or {}).get("phase") == "Running"
+                     and not i["metadata"].get("deletionTimestamp")]
+        return [self._pod(i) for i in sorted(items, key=lambda i: i["metadata"]["name"])]
+
+    def pods(self, component: str) -> list[RemotePod]:
+        return self._pods(component, live=True)
+
+    @property
+    def workloads(self) -> dict[str, RemoteWorkload]:
+        found = {}
+        for item in self.kubectl.json("deployments,statefulsets,jobs")["items"]:
+            meta = item["metadata"]
+            component = (meta.get("labels") or {}).get(COMPONENT, meta["name"])
+            obj = RemoteObject(item["kind"], meta["name"], item)
+            found[f"{item['kind']}/{meta['name']}"] = RemoteWorkload(
+                component, obj, self._pods(component, live=item["kind"] != "Job"))
+        return found
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return self.kubectl.json("deployment", name)
+
+    def config(self) -> dict[str, str]:
+        """The bundler's settings ConfigMap: the one the API Deployment takes its environment from."""
+        if self._config is None:
+            spec = self.deployment("bundler-api")["spec"]["template"]["spec"]
+            names = [e["configMapRef"]["name"] for c in spec["containers"] for e in c.get("envFrom") or []
+                     if "configMapRef" in e and e["configMapRef"]["name"].startswith("bundler-settings")]
+            if not names:
+                raise KubectlError("deployment bundler-api takes no bundler-settings ConfigMap")
+            self._config = dict(self.kubectl.json("configmap", names[0]).get("data") or {})
+        return self._config
+
+    def wait(self, condition: Callable[[], bool], timeout: float) -> Optional[float]:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if condition():
+                return time.monotonic() - started
+            time.sleep(1)  # each check is a kubectl round trip
+        return None
+
+
+# ---------------------------------------------------------------- clients, as the scenarios use them
+
+
+def client_modules(into: Path) -> Path:
+    """node_modules with client.js's packages, at the upstream lock's versions (installed once)."""
+    packages = json.loads(LOCK_FILE.read_text())["packages"]
+    specs = [f"{name}@{packages[f'node_modules/{name}']['version']}" for name in CLIENT_PACKAGES]
+    stamp = into / "installed"
+    if stamp.exists() and stamp.read_text().split() == specs:
+        return into / "node_modules"
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["npm", "install", "--prefix", str(into), "--no-save", "--no-audit", "--no-fund", *specs],
+                   check=True, capture_output=True, text=True, timeout=600)
+    stamp.write_text("\n".join(specs))
+    return into / "node_modules"
+
+
+@dataclass
+class KubectlClients:
+    """`tests.e2e.stack.Clients`' interface (sql, redis, s3_keys, upload, http, endpoints), through kubectl."""
+
+    kubectl: Kubectl
+    cluster: KubectlCluster
+    root: Path
+    node_path: Optional[Path] = None
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    wallet: str = ""
+    forwards: dict[str, tuple[subprocess.Popen[str], int]] = field(default_factory=dict)
+
+    def connect(self) -> None:
+        """Read the app's credentials and wallet from the Secrets the API Deployment uses."""
+        spec = self.cluster.deployment("bundler-api")["spec"]["template"]["spec"]
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for c in spec["containers"] for e in c.get("env") or []
+                if "secretKeyRef" in (e.get("valueFrom") or {})}
+        wallets = {v["secret"]["secretName"] for v in spec.get("volumes") or [] if "secret" in v}
+        stored = self.cluster.store.secrets
+        creds = next(stored[n] for n in sorted(refs) if n.startswith("bundler-credentials"))
+        self.wallet = next(stored[n]["wallet.json"] for n in sorted(wallets) if n.startswith("bundler-wallets"))
+        self.endpoints = {"db_password": creds["db-password"], "cache_password": creds.get("cache-redis-password", ""),
+                          "s3_key": creds["s3-access-key-id"], "s3_secret": creds["s3-secret-access-key"],
+                          "admin_password": creds["admin-password"]}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.wallet_file.touch(mode=0o600)
+        self.wallet_file.chmod(0o600)
+        self.wallet_file.write_text(self.wallet)
+
+    @property
+    def wallet_file(self) -> Path:
+        return self.root / "wallet.json"
+
+    def close(self) -> None:
+        for proc, _ in self.forwards.values():
+            proc.terminate()
+            proc.wait(10)
+        self.forwards.clear()
+        self.wallet_file.unlink(missing_ok=True)
+
+    def forward(self, service: str) -> str:
+        """http://127.0.0.1:PORT for a Service's first port, one port-forward per Service."""
+        proc, local = self.forwards.get(service, (None, 0))
+        if proc is None or proc.poll() is not None:
+            port = int(self.kubectl.json("service", service)["spec"]["ports"][0]["port"])
+            self.forwards[service] = proc, local = self.kubectl.port_forward(f"svc/{service}", port)
+        return f"http://127.0.0.1:{local}"
+
+    def sql(self, query: str) -> str:
+        # The local socket in the postgres container, as its own user: no password leaves the pod.
+        done = subprocess.run(
+            self.kubectl.argv("exec", "-i", "statefulset/bundler-postgres", "-c", "postgres", "--", "sh", "-c",
+                              'exec psql -X -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'),
+            input=query, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def redis(self, which: str, *args: str) -> str:
+        c = self.cluster.config()
+        name, port = ("redis-queue", c["REDIS_PORT_QUEUES"]) if which == "queue" else ("redis-cache",
+                                                                                         c["ELASTICACHE_PORT"])
+        # The cache container has REDISCLI_AUTH from its own Secret: redis-cli authenticates by itself.
+        done = subprocess.run(self.kubectl.argv("exec", f"statefulset/bundler-{name}", "-c", name, "--",
+                                                "redis-cli", "-p", port, *args),
+                              capture_output=True, text=True, timeout=15)
+        return done.stdout.strip()
+
+    def s3_keys(self, prefix: str) -> list[str]:
+        import boto3
+        import botocore.config
+
+        c = self.cluster.config()
+        client = boto3.client("s3", endpoint_url=self.forward("bundler-minio"), region_name=c["AWS_REGION"],
+                              aws_access_key_id=self.endpoints["s3_key"],
+                              aws_secret_access_key=self.endpoints["s3_secret"],
+                              config=botocore.config.Config(s3={"addressing_style": "path"}))
+        listing = client.list_objects_v2(Bucket=c["DATA_ITEM_BUCKET"], Prefix=prefix)
+        return [o["Key"] for o in listing.get("Contents") or []]
+
+    def upload(self, url: str, size: int = SMALL, slow_ms: int = 0) -> dict[str, Any]:
+        if self.node_path is None:
+            self.node_path = client_modules(ROOT / "build" / "e2e-remote" / "client")
+        args = ["upload", "--jwk", str(self.wallet_file), "--url", url, "--size", str(size)]
+        if slow_ms:
+            args += ["--slow-ms", str(slow_ms)]
+        env = {"PATH": os.environ["PATH"], "NODE_PATH": str(self.node_path)}
+        done = subprocess.run(["node", str(HERE / "client.js"), *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"client.js printed no result (exit {done.returncode}): {done.stderr[-800:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    def http(self, url: str, auth: Optional[tuple[str, str]] = None, timeout: float = 10) -> tuple[int, str]:
+        return http_get(url, auth, timeout)
+
+
+# ---------------------------------------------------------------- the scenarios
+
+
+class RemoteTest(StackTest):
+    """StackTest's HTTP- and data-level scenarios, unchanged, on a cluster kubectl reaches."""
+
+    # The emulator's types are what StackTest's methods read; these provide the same members.
+    cluster: KubectlCluster  # type: ignore[assignment]
+    clients: KubectlClients  # type: ignore[assignment]
+
+    def __init__(self, stack: str, kubectl: Kubectl, workdir: Path, node_path: Optional[Path] = None) -> None:
+        self.stack = stack
+        self.root = workdir
+        self.report = Report(stack)
+        # What was deployed: the stack file as it is, no test overrides.
+        self.config = stack_config(stack)
+        self.cluster = KubectlCluster(kubectl)
+        self.clients = KubectlClients(kubectl, self.cluster, workdir, node_path)
+
+    def run(self) -> Report:
+        try:
+            if self.config.get("x402-bundler:dataMode") == "external":
+                raise KubectlError("dataMode external: the data services are outside the cluster, "
+                                   "where kubectl exec cannot reach them")
+            self.clients.connect()
+            # The render-only checks evaluate the program with the wallet that is deployed.
+            self.values = {**test_secrets(self.stack), "arweaveWallet": self.clients.wallet}
+            self.scenarios()
+        except Exception as error:  # a crash of the runner is a failure, never a skip
+            self.ok("runner", False, f"{type(error).__name__}: {error}")
+        finally:
+            self.clients.close()
+        return self.report
+
+    def scenarios(self) -> None:
+        if not self.apply():
+            return
+        self.info()
+        self.upload()
+        self.admin()
+        self.connections()
+        self.database_password()
+        self.worker_liveness_source()
+        self.restarts_and_logs()
+
+    def apply(self) -> bool:
+        """What `pulumi up` left: every workload ready, the Jobs complete, every migration applied."""
+        all_done = True
+        for w in self.cluster.workloads.values():
+            if w.obj.kind == "Job":
+                continue
+            want = int(w.obj.manifest["spec"].get("replicas", 1))
+            ready = int((w.obj.manifest.get("status") or {}).get("readyReplicas", 0))
+            pods = ", ".join(f"{p.name} {'ready' if p.ready else 'NOT ready'} (restarts "
+                             f"{sum(c.restarts for c in p.containers)})" for p in w.pods)
+            all_done &= self.ok(f"{w.obj.kind.lower()} {w.obj.name}", ready >= want,
+                                f"{ready} of {want} replicas ready; {pods}")
+        jobs = [w for w in self.cluster.workloads.values() if w.obj.kind == "Job"]
+        for job in jobs:
+            status = job.obj.manifest.get("status") or {}
+            done = int(status.get("succeeded", 0)) >= 1
+            if job.component == "migration":
+                complete = done and self._migrations_complete("done")
+                all_done &= self.ok("migration job", complete,
+                                    f"{job.obj.name} succeeded {status.get('succeeded', 0)}, failed "
+                                    f"{status.get('failed', 0)}; {self.migration_detail if done else ''}")
+            else:
+                all_done &= self.ok(f"job {job.obj.name}", done, f"succeeded {status.get('succeeded', 0)}, "
+                                                                 f"failed {status.get('failed', 0)}")
+        if not any(j.component == "migration" for j in jobs):
+            all_done = self.ok("migration job", False, "no Job labelled migration in the namespace")
+        return all_done
+
+    def _source_migrations(self) -> list[str]:
+        """The migrations in the image the cluster runs (the API's /app), not a local tree."""
+        container = self.cluster.deployment("bundler-api")["spec"]["template"]["spec"]["containers"][0]["name"]
+        listing = self.cluster.kubectl.run("exec", "deploy/bundler-api", "-c", container, "--",
+                                           "ls", "/app/lib/migrations")
+        return sorted(n[:-3] for n in listing.split() if n.endswith(".js"))
+
+    def _service_url(self, name: str) -> str:
+        return self.clients.forward(name)
+
+    def _upload_data_entries(self) -> list[str]:
+        path = self.cluster.config().get("FS_DATA_PATH", "")
+        container = self.cluster.deployment("bundler-api")["spec"]["template"]["spec"]["containers"][0]["name"]
+        listing = self.cluster.kubectl.run("exec", "deploy/bundler-api", "-c", container, "--",
+                                           "ls", "-1", os.path.dirname(path) or "/", check=False)
+        return listing.split()
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="local")
+    parser.add_argument("--namespace", help="default: the stack file's x402-bundler:namespace")
+    parser.add_argument("--context", help="default: the stack file's kubernetes:context, else kubectl's current")
+    parser.add_argument("--node-path", type=Path, help="node_modules for client.js (default: installed with npm)")
+    return parser
+
+
+def main() -> None:
+    parser_ = parser()
+    args = parser_.parse_args()
+    config = stack_config(args.stack)
+    namespace = args.namespace or config.get("x402-bundler:namespace")
+    if not namespace:
+        parser_.error(f"Pulumi.{args.stack}.yaml sets no x402-bundler:namespace: pass --namespace")
+    if shutil.which("kubectl") is None:
+        parser_.error("kubectl is not on the PATH")
+    kubectl = Kubectl(namespace, args.context or config.get("kubernetes:context"))
+    report = RemoteTest(args.stack, kubectl, ROOT / "build" / "e2e-remote" / args.stack, args.node_path).run()
+    print(f"{report.passed} passed, {report.failed} failed", flush=True)
+    sys.exit(0 if report.failed == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
