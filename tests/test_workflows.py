@@ -21,9 +21,6 @@ WORKFLOWS = sorted(p for p in WORKFLOW_DIR.iterdir() if p.suffix in (".yml", ".y
 ZIZMOR_CONFIG = ROOT / ".github" / "zizmor.yml"
 BIN = Path(sys.executable).parent
 MAKE_TARGETS = set(re.findall(r"^([a-z][\w.-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
-# `make destroy` arrives with the local stack (issue 13 item 1, branch `local`); until that is
-# merged, only the workflow written against it may name it.
-PENDING_TARGETS = {"e2e-kind.yml": {"destroy"}}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def test_workflow_is_well_formed_and_pins_its_actions(path: Path) -> None:
 def test_commands_name_make_targets_that_exist(path: Path) -> None:
     for step in steps(load(path)):
         for target in re.findall(r"\bmake (?:-C \"?\$side\"? )?([a-z][\w-]*)", step.get("run", "")):
-            assert target in MAKE_TARGETS | PENDING_TARGETS.get(path.name, set()), f"{path.name}: make {target}"
+            assert target in MAKE_TARGETS, f"{path.name}: make {target}"
 
 
 def test_pull_requests_preview_with_the_policy_pack_or_diff_the_offline_render() -> None:
