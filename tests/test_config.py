@@ -170,6 +170,8 @@ def test_several_problems_are_all_reported_at_once() -> None:
     keys = {p.key for p in error.problems}
     assert {"paymentAddress", "apiReplicas", "apiCpuLimit", "imageGitRef", "arweaveWallet"} <= keys
     assert f"has {len(error.problems)} problem(s)" in str(error)
+    # The fixes are bare `pulumi` commands: the last line says how to aim them at this stack.
+    assert str(error).splitlines()[-1] == 'Run the fixes in a shell prepared with: eval "$(make -s env STACK=dev)"'
 
 
 def test_connection_budget_error_itemises_the_peak_and_gives_the_fix() -> None:

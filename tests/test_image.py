@@ -12,6 +12,7 @@ from components.image import VERIFIED_UPSTREAM_COMMIT
 from components.settings import ConfigError
 from tests.helpers import DEPLOYMENT, JOB, PROMOTED, container, recording, render
 from tools.harness import Recording, Registered, run_program
+from tools.render import promote_outputs
 
 IMAGE, INDEX, STACK_REF = "docker-build:index:Image", "docker-build:index:Index", "pulumi:pulumi:StackReference"
 REPO = "ghcr.io/example-org/ar-io-x402-bundler"
@@ -229,3 +230,31 @@ def test_local_stack_pushes_to_the_kind_registry_with_its_builder_and_touches_no
     assert bundler and all(i.startswith("localhost:5001/ar-io-x402-bundler@sha256:") for i in bundler)
     # The sandbox runs the commit the runtime test verified, as dev does.
     assert build.get("context.location").endswith(f"#{VERIFIED_UPSTREAM_COMMIT}")
+
+
+def test_a_promote_stack_from_another_org_is_refused_on_a_self_managed_backend() -> None:
+    # On file:// or s3:// backends every stack's organization is "organization" (Pulumi's own).
+    with pytest.raises(ConfigError) as info:
+        run_program("prod", organization="organization")
+    (problem,) = [p for p in info.value.problems if p.key == "imagePromoteStack"]
+    assert "'example-org/x402-bundler/dev' cannot resolve on this backend" in problem.message
+    assert problem.fix == "pulumi config set x402-bundler:imagePromoteStack organization/x402-bundler/dev"
+
+
+def test_a_promote_stack_resolves_on_pulumi_cloud_and_by_its_own_org_on_a_self_managed_backend() -> None:
+    (outputs,) = promote_outputs("prod").values()
+    cloud = run_program("prod", organization="example-org", stack_outputs=promote_outputs("prod"))
+    self_managed = run_program("prod", organization="organization",
+                               overrides={"imagePromoteStack": "organization/x402-bundler/dev"},
+                               stack_outputs={"organization/x402-bundler/dev": outputs})
+    for rec, source in ((cloud, "example-org/x402-bundler/dev"), (self_managed, "organization/x402-bundler/dev")):
+        refs = [r for r in rec.resources if r.type == "pulumi:pulumi:StackReference"]
+        assert [r.inputs.get("name") for r in refs] == [source]
+
+
+@pytest.mark.parametrize("name", ["x402-bundler/dev", "dev", "org//dev"])
+def test_a_promote_stack_must_be_fully_qualified(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_program("prod", overrides={"imagePromoteStack": name})
+    (problem,) = [p for p in info.value.problems if p.key == "imagePromoteStack"]
+    assert "is not a fully qualified stack name <org>/<project>/<stack>" in problem.message

@@ -322,6 +322,7 @@ def run_program(
     program: Optional[Callable[[], Any]] = None,
     raise_errors: bool = True,
     deploying: bool = False,
+    organization: Optional[str] = None,
 ) -> Recording:
     """Run `__main__.py` (or `program`) for `stack` under mocks and return what it registered.
 
@@ -348,7 +349,8 @@ def run_program(
     monitor = RecordingMonitor(mocks)
     reset_options(project=PROJECT, stack=stack, preview=preview)
     set_all_config(config, secret_keys)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor,
+                             organization=organization)
 
     cwd = os.getcwd()
     os.chdir(ROOT)

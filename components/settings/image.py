@@ -168,6 +168,33 @@ def promote_mode(image: ImageSettings) -> list[Problem]:
     return problems
 
 
+# Every stack on a self-managed backend (file://, s3://, azblob://, gs://) belongs to this
+# organization; only Pulumi Cloud has real ones.
+SELF_MANAGED_ORG = "organization"
+
+
+def promote_stack_resolves(image: ImageSettings, backend_org: Optional[str]) -> list[Problem]:
+    """imagePromoteStack must be a fully qualified name this backend can resolve, or the
+    StackReference fails at `up` with a message that does not name the key."""
+    if image.mode != "promote" or not image.promote_stack:
+        return []
+    parts = image.promote_stack.split("/")
+    if len(parts) != 3 or not all(parts):
+        return [Problem(
+            "imagePromoteStack",
+            f"'{image.promote_stack}' is not a fully qualified stack name <org>/<project>/<stack>.",
+            set_command("imagePromoteStack", f"{backend_org or '<org>'}/{PROJECT}/dev"),
+        )]
+    if backend_org == SELF_MANAGED_ORG and parts[0] != SELF_MANAGED_ORG:
+        return [Problem(
+            "imagePromoteStack",
+            f"'{image.promote_stack}' cannot resolve on this backend: a self-managed backend (file://, s3://, ...) "
+            f"names every stack's organization '{SELF_MANAGED_ORG}' (README, \"Backends\").",
+            set_command("imagePromoteStack", "/".join([SELF_MANAGED_ORG, *parts[1:]])),
+        )]
+    return []
+
+
 def private_pull(image: ImageSettings, has_pull_token: bool) -> list[Problem]:
     # The local registry answers anonymous pulls (kind's nodes reach it by its container name).
     if image.visibility == "private" and not has_pull_token and not image.local_registry:
@@ -213,5 +240,6 @@ def read_image(r: Reader, is_prod: bool) -> ImageSettings:
     r.report(builder_only_in_build_mode(image))
     r.report(build_mode(image, push_token is not None))
     r.report(promote_mode(image))
+    r.report(promote_stack_resolves(image, pulumi.get_organization()))
     r.report(private_pull(image, pull_token is not None))
     return replace(image, push_token=secret(push_token), pull_token=secret(pull_token))

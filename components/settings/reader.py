@@ -48,6 +48,9 @@ class ConfigError(pulumi.RunError):
         for p in problems:
             lines.append(f"  - {PROJECT}:{p.key}: {p.message}")
             lines.append(f"      fix: {p.fix}")
+        # Bare `pulumi` commands reach whatever backend and stack the shell has selected; this
+        # line points them at this stack's (README, "Backends").
+        lines.append(f'Run the fixes in a shell prepared with: eval "$(make -s env STACK={stack})"')
         super().__init__("\n".join(lines))
 
 
