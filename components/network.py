@@ -6,9 +6,10 @@ network is its only guard: these policies admit the bundler pods to it and nothi
 Design, one NetworkPolicy per concern:
 - `default-deny`: every pod in the namespace (ours or not) is isolated for ingress and egress.
 - `allow-dns`: every pod may resolve names (UDP/TCP 53 in the DNS namespace).
-- `api-ingress`: the API port from the ingress controller's namespace and from any pod in the
-  namespace; `api-metrics-ingress` (only with `serviceMonitor`): the API port, where
-  `/bundler_metrics` is served, from the `monitoring` namespace.
+- `api-ingress`: the API port from the ingress controller's namespace, from any pod in the
+  namespace, and from `apiAllowedNamespaces` (other teams' services that call the API);
+  `api-metrics-ingress` (only with `serviceMonitor`): the API port, where `/bundler_metrics` is
+  served, from the `monitoring` namespace.
 - `admin-ingress`: the admin port from `adminAllowedNamespaces` / `adminAllowedCidrs` only. With
   neither, nothing reaches it over the network, not even pods in the namespace; operators use
   `kubectl port-forward`, which enters the pod's own network namespace and is not filtered.
@@ -144,7 +145,14 @@ def policies(args: NetworkPoliciesArgs) -> dict[str, Rule]:
             "podSelector": pods(stack, API),
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": [namespace(s.network.ingress_namespace), {"podSelector": {}}], "ports": tcp(args.api_port)}
+                {
+                    "from": [
+                        namespace(s.network.ingress_namespace),
+                        {"podSelector": {}},
+                        *(namespace(n) for n in sorted(s.network.api_namespaces)),
+                    ],
+                    "ports": tcp(args.api_port),
+                }
             ],
         },
     }

@@ -12,6 +12,7 @@ import pytest
 
 from components.names import BUCKET_INIT, BUNDLER_COMPONENTS, DATA_COMPONENTS, selector_labels
 from components.probes import ADMIN_READINESS, API_READINESS, WORKER_READINESS
+from components.settings import ConfigError
 from tests.helpers import render
 from tests.netpol import Endpoint, Policies, admits, reachable, selects
 from tools.harness import Recording
@@ -280,3 +281,21 @@ def test_data_service_policies_exist_only_in_cluster(dev: Recording, prod: Recor
 
 def test_policies_can_be_turned_off() -> None:
     assert render("dev", overrides={"networkPolicies": False}).of_type(NETPOL) == []
+
+
+def test_the_api_is_open_to_another_teams_namespace_only_when_configured(dev: Recording) -> None:
+    consumer = Endpoint("orders", {"app": "orders"})
+    assert not reachable(policies(dev), consumer, pod(dev, "api"), 3001)
+    opened = render("dev", overrides={"apiAllowedNamespaces": ["orders"]})
+    assert reachable(policies(opened), consumer, pod(opened, "api"), 3001)
+    # The API port only: the team reaches neither the admin nor the data services.
+    assert not reachable(policies(opened), consumer, pod(opened, "admin"), 3002)
+    assert not reachable(policies(opened), consumer, pod(opened, "postgres"), 5432)
+
+
+def test_a_bad_namespace_in_an_allow_list_is_refused_with_the_list_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        render("dev", overrides={"apiAllowedNamespaces": ["Orders_Team"]})
+    (problem,) = [p for p in info.value.problems if p.key == "apiAllowedNamespaces"]
+    assert "'Orders_Team' is not a valid Kubernetes namespace name" in problem.message
+    assert problem.fix == "pulumi config set --path 'x402-bundler:apiAllowedNamespaces[0]' <namespace>"

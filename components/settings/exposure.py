@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
-from components.settings.reader import Problem, Reader, set_command
+from components.settings.reader import Problem, Reader, list_command, set_command
 from components.settings.values import cidr, namespace_name
 
 
@@ -13,6 +13,8 @@ from components.settings.values import cidr, namespace_name
 class NetworkSettings:
     enabled: bool
     ingress_namespace: str
+    api_namespaces: tuple[str, ...]
+    """Namespaces besides the ingress controller's whose pods may call the API (other teams)."""
     admin_namespaces: tuple[str, ...]
     admin_cidrs: tuple[str, ...]
     dns_namespace: str
@@ -54,6 +56,10 @@ def network_peers(network: NetworkSettings) -> list[Problem]:
         ("monitoringNamespace", network.monitoring_namespace),
     ):
         problems += namespace_name(key, ns)
+    for key, names in (("apiAllowedNamespaces", network.api_namespaces),
+                       ("adminAllowedNamespaces", network.admin_namespaces)):
+        for ns in names:
+            problems += [replace(p, fix=list_command(key, "<namespace>")) for p in namespace_name(key, ns)]
     for block in network.admin_cidrs:
         problems += cidr("adminAllowedCidrs", block)
     return problems
@@ -71,6 +77,7 @@ def read_exposure(r: Reader) -> ExposureSettings:
     network = NetworkSettings(
         enabled=r.boolean("networkPolicies", True),
         ingress_namespace=r.text("ingressControllerNamespace", "ingress-nginx"),
+        api_namespaces=r.strings("apiAllowedNamespaces", ()),
         admin_namespaces=r.strings("adminAllowedNamespaces", ()),
         admin_cidrs=r.strings("adminAllowedCidrs", ()),
         dns_namespace=r.text("dnsNamespace", "kube-system"),
