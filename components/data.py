@@ -19,7 +19,16 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import data_containers
-from components.data_containers import MINIO_PORT, MINIO_ROOT_USER, ServicePod, image_version, scratch
+from components.data_containers import (
+    MINIO_PORT,
+    MINIO_ROOT_USER,
+    MINIO_SECRET_FILES,
+    MINIO_SECRETS,
+    ServicePod,
+    image_version,
+    scratch,
+    secret_files,
+)
 from components.endpoints import DataEndpoints
 from components.names import (
     BUCKET_INIT,
@@ -38,16 +47,17 @@ from components.pod import (
     pod_spec,
     resources,
     run_once_job_spec,
-    scanner_exceptions,
-    secret_env,
 )
 from components.settings.data import DataSettings
 from components.settings.stack import StackIdentity
 
-MC_HOST_IN_ENV = (
-    "CKV_K8S_35",
-    "mc takes an alias's endpoint and keys only from MC_HOST_local or a config.json it would first have to "
-    "write; this Job is one mc mb call against dev's throwaway MinIO",
+# mc takes an alias's keys only from MC_HOST_<alias> or a config.json: the Job's shell (the mc
+# image's, from ubi-micro; its Dockerfile's `RUN chmod` needs one) reads the mounted files with its
+# own `read` and exports MC_HOST_local to mc alone, so the keys are in no argv and no container env.
+# MINIO_ENDPOINT (host:port) is not secret; the script's arguments are mc's.
+MC_WITH_MINIO_HOST = (
+    f'read -r user < {MINIO_SECRETS}/root-user; read -r password < {MINIO_SECRETS}/root-password; '
+    'export MC_HOST_local="http://$user:$password@$MINIO_ENDPOINT"; exec mc "$@"'
 )
 
 @dataclass(frozen=True)
@@ -118,10 +128,6 @@ class DataServices(pulumi.ComponentResource):
                 "cache-redis-auth.conf": pulumi.Output.concat("requirepass ", cache_password.result, "\n"),
                 "minio-root-user": MINIO_ROOT_USER,
                 "minio-root-password": minio_password.result,
-                # mc reads MC_HOST_local as a URL with credentials: no shell, no config file.
-                "mc-host": pulumi.Output.concat(
-                    "http://", MINIO_ROOT_USER, ":", minio_password.result, "@", hosts[MINIO], ":", str(MINIO_PORT)
-                ),
             },
             opts=child,
         )
@@ -203,7 +209,7 @@ class DataServices(pulumi.ComponentResource):
         when_deleted = "Retain" if d.protect else "Delete"
         return k8s.apps.v1.StatefulSet(
             f"{name}-{component}",
-            metadata=self._meta(object_name, component, version, scanner_exceptions(*pod.exceptions)),
+            metadata=self._meta(object_name, component, version),
             spec=k8s.apps.v1.StatefulSetSpecArgs(
                 replicas=1,
                 service_name=name_of(service),
@@ -223,6 +229,7 @@ class DataServices(pulumi.ComponentResource):
     def _bucket_job(self, secret: pulumi.Input[str], minio: k8s.apps.v1.StatefulSet) -> k8s.batch.v1.Job:
         d = self._data
         tmp_volume, tmp_mount = scratch("tmp", "/tmp")
+        secret_volume, secret_mount = secret_files(secret, MINIO_SECRETS, MINIO_SECRET_FILES)
         job_labels = labels(self._stack.stack, BUCKET_INIT, image_version(d.in_cluster.minio_client_image))
         return k8s.batch.v1.Job(
             f"{self._name}-bucket",
@@ -230,21 +237,25 @@ class DataServices(pulumi.ComponentResource):
                 name=k8s_name("bundler-bucket", d.s3.bucket),
                 namespace=self._ns,
                 labels=job_labels,
-                annotations={**REPLACE_UNREADY, **(scanner_exceptions(MC_HOST_IN_ENV) or {})},
+                annotations=REPLACE_UNREADY,
             ),
             spec=run_once_job_spec(
                 pod_labels=job_labels,
                 backoff_limit=6,
                 deadline_seconds=300,
-                volumes=[tmp_volume],
+                volumes=[tmp_volume, secret_volume],
                 containers=[
                     k8s.core.v1.ContainerArgs(
                         name="create-bucket",
                         image=d.in_cluster.minio_client_image,
                         # Idempotent: an existing bucket is success.
-                        command=["mc", "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{d.s3.bucket}"],
-                        env=[secret_env("MC_HOST_local", secret, "mc-host")],
-                        volume_mounts=[tmp_mount],
+                        command=["sh", "-c", MC_WITH_MINIO_HOST, "mc",
+                                 "--config-dir", "/tmp/mc", "mb", "--ignore-existing", f"local/{d.s3.bucket}"],
+                        env=[k8s.core.v1.EnvVarArgs(
+                            name="MINIO_ENDPOINT",
+                            value=pulumi.Output.concat(self._host(MINIO), ":", str(MINIO_PORT)),
+                        )],
+                        volume_mounts=[tmp_mount, secret_mount],
                         security_context=container_security(),
                         resources=resources("50m", "200m", "32Mi", "128Mi"),
                     )

@@ -15,15 +15,19 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.names import MINIO, POSTGRES, REDIS_CACHE, REDIS_QUEUE
-from components.pod import APP_UID, container_security, exec_probe, http_probe, resources, secret_env
+from components.pod import APP_UID, container_security, exec_probe, http_probe, resources
 from components.settings.data import DataSettings, InClusterSettings
 from components.settings.values import parse_redis_memory
 
-# postgres keeps the official image's uid 70: initdb needs its uid in /etc/passwd (the image would
-# fake one with nss_wrapper, which the runtime test cannot show; see docs/security.md). Redis, MinIO
-# and mc run as any uid, so they take a high one (>= 10000, checkov CKV_K8S_40).
-POSTGRES_UID, REDIS_UID, MINIO_UID = 70, 10999, APP_UID
+# Each runs as a high uid (>= 10000, checkov CKV_K8S_40) that the image's /etc/passwd lacks.
+# Redis, MinIO and mc never look theirs up; initdb does, and the postgres image's entrypoint then
+# fakes a `postgres` entry with nss_wrapper for initdb alone (docker_init_database_dir).
+POSTGRES_UID, REDIS_UID, MINIO_UID = 10070, 10999, APP_UID
 MINIO_PORT = 9000
+# MinIO's root credentials as files (name -> Secret key), for MinIO and for the bucket Job's mc.
+MINIO_SECRET_FILES = {"root-user": "minio-root-user", "root-password": "minio-root-password"}
+# Where each service's Secret files are mounted (read-only, group-readable through fsGroup).
+POSTGRES_SECRETS, REDIS_SECRETS, MINIO_SECRETS = "/run/secrets/postgres", "/etc/redis", "/run/secrets/minio"
 # The app's S3 access key is MinIO's root user: acceptable for a dev stack, not for shared data.
 MINIO_ROOT_USER = "bundler-minio"
 PGDATA_MOUNT = "/var/lib/postgresql/data"
@@ -64,8 +68,6 @@ class ServicePod:
     volumes: list[k8s.core.v1.VolumeArgs]
     storage: Optional[str]
     """Size of its persistent volume; None keeps no data across restarts (the cache)."""
-    exceptions: tuple[tuple[str, str], ...] = ()
-    """checkov findings that stand for this container, with why (`scanner_exceptions`)."""
 
 
 # The data services' own probes answer in milliseconds; 5 s is for a node under load.
@@ -83,8 +85,26 @@ def scratch(name: str, path: str) -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.V
     )
 
 
+def secret_files(
+    secret: pulumi.Input[str], mount_path: str, files: dict[str, str]
+) -> tuple[k8s.core.v1.VolumeArgs, k8s.core.v1.VolumeMountArgs]:
+    """Some keys of the Secret as files (file name -> key), readable by the owner and fsGroup only."""
+    return (
+        k8s.core.v1.VolumeArgs(
+            name="secrets",
+            secret=k8s.core.v1.SecretVolumeSourceArgs(
+                secret_name=secret,
+                items=[k8s.core.v1.KeyToPathArgs(key=key, path=path) for path, key in files.items()],
+                default_mode=0o440,
+            ),
+        ),
+        k8s.core.v1.VolumeMountArgs(name="secrets", mount_path=mount_path, read_only=True),
+    )
+
+
 def postgres(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
     p, ic = d.postgres, d.in_cluster
+    secret_volume, secret_mount = secret_files(secret, POSTGRES_SECRETS, {"password": "postgres-password"})
     run_volume, run_mount = scratch("run", "/var/run/postgresql")
     tmp_volume, tmp_mount = scratch("tmp", "/tmp")
     ready = ["pg_isready", "-h", "127.0.0.1", "-p", str(p.port), "-U", p.user, "-d", p.database]
@@ -96,12 +116,15 @@ def postgres(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
         env=[
             k8s.core.v1.EnvVarArgs(name="POSTGRES_USER", value=p.user),
             k8s.core.v1.EnvVarArgs(name="POSTGRES_DB", value=p.database),
-            secret_env("POSTGRES_PASSWORD", secret, "postgres-password"),
+            # The entrypoint reads it (file_env) for initdb on a first start: no env var holds it.
+            k8s.core.v1.EnvVarArgs(name="POSTGRES_PASSWORD_FILE", value=f"{POSTGRES_SECRETS}/password"),
             # initdb refuses a mount point that holds lost+found: use a subdirectory.
             k8s.core.v1.EnvVarArgs(name="PGDATA", value=f"{PGDATA_MOUNT}/pgdata"),
         ],
         ports=[k8s.core.v1.ContainerPortArgs(name=POSTGRES, container_port=p.port)],
-        volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path=PGDATA_MOUNT), run_mount, tmp_mount],
+        volume_mounts=[
+            k8s.core.v1.VolumeMountArgs(name="data", mount_path=PGDATA_MOUNT), run_mount, tmp_mount, secret_mount
+        ],
         security_context=container_security(POSTGRES_UID),
         resources=resources("250m", "1", "256Mi", "1Gi"),
         # initdb on a first start can take minutes on slow volumes; liveness must not kill it
@@ -111,45 +134,41 @@ def postgres(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
         liveness_probe=_exec(ready, period=10, failures=6),
     )
     return ServicePod(
-        POSTGRES, POSTGRES_UID, ic.postgres_image, container, p.port, [run_volume, tmp_volume], ic.postgres_storage,
-        exceptions=(
-            ("CKV_K8S_40", "initdb needs its uid in /etc/passwd: the image has postgres as 70 and fakes any other uid "
-                           "with nss_wrapper, which the runtime test's Debian stand-in cannot show yet"),
-            ("CKV_K8S_35", "the image also reads POSTGRES_PASSWORD_FILE, but the runtime test's stand-in entrypoint "
-                           "reads only the variable: moving to the file waits until the stand-in is taught it"),
-        ),
+        POSTGRES, POSTGRES_UID, ic.postgres_image, container, p.port, [run_volume, tmp_volume, secret_volume],
+        ic.postgres_storage,
     )
+
+
+# redis-cli takes a password from argv (`-a`, which every process can read in /proc) or from
+# REDISCLI_AUTH: the shell (the image's busybox sh) reads the mounted file into that variable with
+# its own `read`, so the password is on no command line and in no container env.
+REDIS_CLI_WITH_AUTH = f'read -r REDISCLI_AUTH < {REDIS_SECRETS}/password; export REDISCLI_AUTH; exec redis-cli "$@"'
+
+
+def authenticated_redis_cli(*args: str) -> list[str]:
+    """`redis-cli ARGS` authenticated as the cache's clients are (the `$0` of the script is its name)."""
+    return ["sh", "-c", REDIS_CLI_WITH_AUTH, "redis-cli", *args]
 
 
 def cache_redis(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
-    auth = k8s.core.v1.VolumeArgs(
-        name="auth",
-        secret=k8s.core.v1.SecretVolumeSourceArgs(
-            secret_name=secret,
-            items=[k8s.core.v1.KeyToPathArgs(key="cache-redis-auth.conf", path="auth.conf")],
-            default_mode=0o440,
-        ),
+    auth, auth_mount = secret_files(
+        secret, REDIS_SECRETS, {"auth.conf": "cache-redis-auth.conf", "password": "cache-redis-password"}
     )
     data_volume, data_mount = scratch("data", "/data")
-    ping = ["redis-cli", "-p", str(d.cache.port), "ping"]
+    ping = authenticated_redis_cli("-p", str(d.cache.port), "ping")
     container = k8s.core.v1.ContainerArgs(
         name=REDIS_CACHE,
         image=d.in_cluster.redis_image,
         command=[
-            "redis-server", "/etc/redis/auth.conf",
+            "redis-server", f"{REDIS_SECRETS}/auth.conf",
             "--port", str(d.cache.port),
             "--maxmemory", d.in_cluster.cache_max_memory,
             "--maxmemory-policy", "allkeys-lru",
             "--save", "",
             "--appendonly", "no",
         ],
-        # redis-cli reads the password from REDISCLI_AUTH: it stays off the command line.
-        env=[secret_env("REDISCLI_AUTH", secret, "cache-redis-password")],
         ports=[k8s.core.v1.ContainerPortArgs(name="redis", container_port=d.cache.port)],
-        volume_mounts=[
-            k8s.core.v1.VolumeMountArgs(name="auth", mount_path="/etc/redis", read_only=True),
-            data_mount,
-        ],
+        volume_mounts=[auth_mount, data_mount],
         security_context=container_security(REDIS_UID),
         # An LRU cache fills up to maxmemory under load, so that much is requested.
         resources=resources("50m", "500m", *redis_memory(d.in_cluster.cache_max_memory)),
@@ -157,9 +176,7 @@ def cache_redis(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
         liveness_probe=_exec(ping, period=10, failures=6),
     )
     return ServicePod(
-        REDIS_CACHE, REDIS_UID, d.in_cluster.redis_image, container, d.cache.port, [auth, data_volume], None,
-        exceptions=(("CKV_K8S_35", "REDISCLI_AUTH is for the probes' redis-cli, whose only other way to take the "
-                                   "password is argv, which every process can read; the server reads auth.conf"),),
+        REDIS_CACHE, REDIS_UID, d.in_cluster.redis_image, container, d.cache.port, [auth, data_volume], None
     )
 
 
@@ -195,6 +212,7 @@ def queue_redis(d: DataSettings) -> ServicePod:
 
 def minio(ic: InClusterSettings, secret: pulumi.Input[str]) -> ServicePod:
     tmp_volume, tmp_mount = scratch("tmp", "/tmp")
+    secret_volume, secret_mount = secret_files(secret, MINIO_SECRETS, MINIO_SECRET_FILES)
 
     def http(path: str, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
         return http_probe(path, MINIO_PORT, period, PROBE_TIMEOUT_SECONDS, failures)
@@ -204,20 +222,19 @@ def minio(ic: InClusterSettings, secret: pulumi.Input[str]) -> ServicePod:
         image=ic.minio_image,
         args=["server", "/data", "--address", f":{MINIO_PORT}"],
         env=[
-            secret_env("MINIO_ROOT_USER", secret, "minio-root-user"),
-            secret_env("MINIO_ROOT_PASSWORD", secret, "minio-root-password"),
+            # MinIO reads these files itself (loadEnvVarsFromFiles). A path that is not a file is
+            # ignored there and MinIO falls back to minioadmin: the app's keys would then fail.
+            k8s.core.v1.EnvVarArgs(name="MINIO_ROOT_USER_FILE", value=f"{MINIO_SECRETS}/root-user"),
+            k8s.core.v1.EnvVarArgs(name="MINIO_ROOT_PASSWORD_FILE", value=f"{MINIO_SECRETS}/root-password"),
             k8s.core.v1.EnvVarArgs(name="HOME", value="/tmp"),
         ],
         ports=[k8s.core.v1.ContainerPortArgs(name="s3", container_port=MINIO_PORT)],
-        volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path="/data"), tmp_mount],
+        volume_mounts=[k8s.core.v1.VolumeMountArgs(name="data", mount_path="/data"), tmp_mount, secret_mount],
         security_context=container_security(MINIO_UID),
         resources=resources("100m", "1", "256Mi", "1Gi"),
         readiness_probe=http("/minio/health/ready", 5, 3),
         liveness_probe=http("/minio/health/live", 10, 6),
     )
     return ServicePod(
-        MINIO, MINIO_UID, ic.minio_image, container, MINIO_PORT, [tmp_volume], ic.minio_storage,
-        exceptions=(("CKV_K8S_35", "dev's throwaway MinIO takes its root credentials from MINIO_ROOT_USER and "
-                                   "MINIO_ROOT_PASSWORD, which the runtime test's S3 stand-in checks uploads "
-                                   "against"),),
+        MINIO, MINIO_UID, ic.minio_image, container, MINIO_PORT, [tmp_volume, secret_volume], ic.minio_storage
     )

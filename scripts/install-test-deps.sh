@@ -20,6 +20,9 @@ apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 have_postgres || apt_packages+=(postgresql)
+# The postgres image's entrypoint runs initdb through nss_wrapper when its uid has no /etc/passwd
+# entry, as the manifest's uid has none; the runtime test's stand-in does the same with this.
+compgen -G '/usr/lib/*/libnss_wrapper.so' >/dev/null || apt_packages+=(libnss-wrapper)
 # Lints scripts/*.sh (tests/test_make_up.py).
 command -v shellcheck >/dev/null 2>&1 || apt_packages+=(shellcheck)
 # The runtime test's sandbox: each container under bubblewrap, PID 1 as the image has it.

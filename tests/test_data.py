@@ -7,8 +7,15 @@ from typing import Any, Optional
 
 import pytest
 
-from components.data import DataServices, DataServicesArgs
-from components.data_containers import image_version, redis_memory
+from components.data import MC_WITH_MINIO_HOST, DataServices, DataServicesArgs
+from components.data_containers import (
+    MINIO_SECRETS,
+    REDIS_CLI_WITH_AUTH,
+    REDIS_SECRETS,
+    authenticated_redis_cli,
+    image_version,
+    redis_memory,
+)
 from components.names import BUCKET_INIT, DATA_COMPONENTS, selector_labels
 from components.settings import load_settings
 from components.settings.values import parse_redis_memory, pinned_image
@@ -182,22 +189,83 @@ def test_cache_redis_password_stays_out_of_the_pod_spec(dev: Recording) -> None:
     sts = statefulset(dev, "redis-cache")
     assert password not in json.dumps(sts.inputs)
     c = data_container(dev, "redis-cache")
-    assert c["command"][:2] == ["redis-server", "/etc/redis/auth.conf"]
-    (auth,) = [v for v in sts.get("spec.template.spec.volumes") if v["name"] == "auth"]
-    assert auth["secret"]["secretName"] == secret.get("metadata.name")
-    # redis-cli in the probes authenticates from REDISCLI_AUTH, never from an argument.
-    (env,) = c["env"]
-    assert env["name"] == "REDISCLI_AUTH" and env["valueFrom"]["secretKeyRef"]["key"] == "cache-redis-password"
-    assert "-a" not in c["readinessProbe"]["exec"]["command"]
+    assert c["command"][:2] == ["redis-server", f"{REDIS_SECRETS}/auth.conf"]
+    assert secret_files(sts.get("spec.template.spec"), c) == {
+        f"{REDIS_SECRETS}/auth.conf": "cache-redis-auth.conf", f"{REDIS_SECRETS}/password": "cache-redis-password",
+    }
+    # The probes' redis-cli authenticates from REDISCLI_AUTH, which their shell reads from the file.
+    assert "env" not in c
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = c[probe]["exec"]["command"]
+        assert command == authenticated_redis_cli("-p", "6379", "ping") and "-a" not in command
+    assert f"read -r REDISCLI_AUTH < {REDIS_SECRETS}/password" in REDIS_CLI_WITH_AUTH
+
+
+def secret_files(spec: dict[str, Any], c: dict[str, Any]) -> dict[str, str]:
+    """The files a container sees from Secret volumes: path -> Secret key."""
+    volumes = {v["name"]: v for v in spec.get("volumes") or [] if "secret" in v}
+    files = {}
+    for mount in c.get("volumeMounts") or []:
+        if mount["name"] in volumes:
+            for item in volumes[mount["name"]]["secret"]["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+    return files
+
+
+def data_pods(rec: Recording) -> list[tuple[str, dict[str, Any]]]:
+    """Each in-cluster data service's pod spec, and the bucket Job's."""
+    pods = [(s.name, s.get("spec.template.spec")) for s in rec.of_type(STATEFULSET)]
+    return [*pods, ("bucket", bucket_job(rec).get("spec.template.spec"))]
+
+
+def test_data_services_take_their_secrets_as_files_their_uid_can_read(dev: Recording) -> None:
+    """No data container has a secret in its env (checkov CKV_K8S_35); every Secret volume is
+    read-only, 0440 and group-owned by the pod's fsGroup, which is the container's own uid."""
+    for name, spec in data_pods(dev):
+        for c in spec["containers"]:
+            assert not [e for e in c.get("env") or [] if "valueFrom" in e], name
+            assert "envFrom" not in c, name
+        for volume in (v for v in spec.get("volumes") or [] if "secret" in v):
+            assert volume["secret"]["defaultMode"] == 0o440, name
+            (c,) = spec["containers"]
+            (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+            assert mount["readOnly"] is True, name
+            assert spec["securityContext"]["fsGroup"] == c["securityContext"]["runAsUser"], name
+
+
+def test_every_file_variable_names_a_mounted_secret_file(dev: Recording) -> None:
+    # A *_FILE path that is not a file is ignored by MinIO (it then starts as minioadmin) and
+    # fails postgres's first start: each must name a file the container has.
+    expected = {
+        "postgres": {"POSTGRES_PASSWORD_FILE": "postgres-password"},
+        "minio": {"MINIO_ROOT_USER_FILE": "minio-root-user", "MINIO_ROOT_PASSWORD_FILE": "minio-root-password"},
+    }
+    for component, variables in expected.items():
+        c = data_container(dev, component)
+        files = secret_files(statefulset(dev, component).get("spec.template.spec"), c)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert {name: files.get(str(env.get(name))) for name in variables} == variables, component
+        assert not {"POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} & set(env), component
 
 
 def test_minio_credentials_and_bucket_job_read_the_secret(dev: Recording) -> None:
     secret_name = credentials(dev).get("metadata.name")
-    env = {e["name"]: e for e in data_container(dev, "minio")["env"]}
-    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == secret_name
-    (mc_host,) = container(bucket_job(dev))["env"]
-    assert mc_host["name"] == "MC_HOST_local" and mc_host["valueFrom"]["secretKeyRef"]["key"] == "mc-host"
+    for spec in (statefulset(dev, "minio").get("spec.template.spec"), bucket_job(dev).get("spec.template.spec")):
+        (volume,) = [v for v in spec["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == secret_name
+    job = bucket_job(dev)
+    c = container(job)
+    assert secret_files(job.get("spec.template.spec"), c) == {
+        f"{MINIO_SECRETS}/root-user": "minio-root-user", f"{MINIO_SECRETS}/root-password": "minio-root-password",
+    }
+    # The shell builds MC_HOST_local from the files and hands mc only its own arguments.
+    assert c["command"][:4] == ["sh", "-c", MC_WITH_MINIO_HOST, "mc"]
+    assert c["command"][4:] == ["--config-dir", "/tmp/mc", "mb", "--ignore-existing", "local/bundler-data-items"]
+    for path in (f"{MINIO_SECRETS}/root-user", f"{MINIO_SECRETS}/root-password"):
+        assert f"< {path};" in MC_WITH_MINIO_HOST
+    (endpoint,) = c["env"]
+    assert endpoint["name"] == "MINIO_ENDPOINT" and endpoint["value"].endswith(".svc.cluster.local:9000")
+    assert "mc-host" not in credentials(dev).inputs["stringData"]
 
 
 def test_postgres_max_connections_is_the_budgeted_number(dev: Recording) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.data_containers import REDIS_CLI_WITH_AUTH
 from tests.e2e import remote
 from tests.e2e.wallet import address_of, generate_jwk
 from tools.harness import ROOT
@@ -219,8 +220,10 @@ def test_redis_cli_runs_in_each_redis_pod_on_the_configured_port(stubs: dict[str
     queue, cache = [argv[4:] for argv in kubectl_calls(stubs) if argv[4] == "exec"]
     assert queue == ["exec", "statefulset/bundler-redis-queue", "-c", "redis-queue", "--", "redis-cli", "-p", "6381",
                      "ZCARD", "bull:upload-new-data-item:completed"]
-    assert cache == ["exec", "statefulset/bundler-redis-cache", "-c", "redis-cache", "--", "redis-cli", "-p", "6379",
-                     "PING"]
+    # The cache's password file is read by the pod's shell: it is on no command line.
+    assert cache == ["exec", "statefulset/bundler-redis-cache", "-c", "redis-cache", "--", "sh", "-c",
+                     REDIS_CLI_WITH_AUTH, "redis-cli", "-p", "6379", "PING"]
+    assert SECRETS["cache-redis-password"] not in " ".join(cache)
 
 
 def test_http_goes_through_one_port_forward_per_service(stubs: dict[str, Any]) -> None:

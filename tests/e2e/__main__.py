@@ -28,6 +28,8 @@ NEEDED = {
     "/usr/bin/bwrap": "bubblewrap", "/usr/bin/nsenter": "util-linux", "/usr/bin/setpriv": "util-linux",
     "/usr/sbin/ip": "iproute2", "/usr/sbin/nft": "nftables", "/usr/bin/dumb-init": "dumb-init",
     "/usr/bin/redis-server": "redis-server", "/usr/bin/redis-cli": "redis-tools",
+    # For initdb as a uid without a passwd entry (tests/e2e/images/postgres-entrypoint.sh).
+    f"/usr/lib/{os.uname().machine}-linux-gnu/libnss_wrapper.so": "libnss-wrapper",
 }
 INSTALL = "bash scripts/install-test-deps.sh (as root)"
 

@@ -158,14 +158,12 @@ class Cluster:
     def _etc_files(self, pod: str, ip: str, spec: dict[str, Any]) -> dict[str, Path]:
         d = self.root / "pods" / pod / "etc"
         d.mkdir(parents=True, exist_ok=True)
+        # The image's accounts only: a runtime adds none for runAsUser, so a uid the image lacks
+        # has no entry (postgres's entrypoint must then fake one for initdb, as in a cluster).
         users = {"root": 0}
         for c in spec["containers"]:
             users.update(dict(self.images(c["image"]).users))
         sc = spec.get("securityContext") or {}
-        for c in spec["containers"]:
-            uid = (c.get("securityContext") or {}).get("runAsUser", sc.get("runAsUser"))
-            if uid is not None and int(uid) not in users.values():
-                users[f"u{uid}"] = int(uid)
         (d / "passwd").write_text("".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/sbin/nologin\n" for n, u in users.items()))
         groups = dict(users)
         if "fsGroup" in sc and int(sc["fsGroup"]) not in groups.values():

@@ -134,7 +134,16 @@ class Container:
                 env[item["name"]] = pod.field(source["fieldRef"]["fieldPath"])
             else:
                 raise ValueError(f"{pod.name}/{self.name}: unsupported env source {source}")
+        # As runc: HOME, unless set, is the uid's home in the image's /etc/passwd, else "/".
+        env.setdefault("HOME", self._home(self.security()[0]))
         return env
+
+    def _home(self, uid: int) -> str:
+        for line in self.pod.etc_files["passwd"].read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) >= 6 and fields[2] == str(uid):
+                return fields[5]
+        return "/"
 
     def _argv(self) -> list[str]:
         """A `command` replaces the ENTRYPOINT, `args` the CMD; a command alone drops the CMD."""

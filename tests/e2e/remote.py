@@ -6,7 +6,8 @@ Runs the scenarios of `tests.e2e.stack.StackTest` that need no emulated kubelet,
 code: `RemoteTest` gives them a cluster view and clients backed by kubectl instead of the
 emulator's. The API and admin are reached through `kubectl port-forward svc/...`, PostgreSQL and
 both Redis through `kubectl exec` in their pods (psql over the local socket, redis-cli with the
-pod's own REDISCLI_AUTH), the bucket through a port-forward to MinIO and boto3. Secrets are read
+password the cache pod has as a file, read by its shell), the bucket through a port-forward to
+MinIO and boto3. Secrets are read
 with `kubectl get secret` into memory only: never printed, never put on a command line; the
 wallet client.js signs with goes to a 0600 file under the work directory.
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from components.data_containers import authenticated_redis_cli
 from tests.e2e.stack import HERE, SMALL, Report, StackTest, http_get, test_secrets
 from tools.harness import ROOT, stack_config
 
@@ -279,9 +281,9 @@ class KubectlClients:
         c = self.cluster.config()
         name, port = ("redis-queue", c["REDIS_PORT_QUEUES"]) if which == "queue" else ("redis-cache",
                                                                                          c["ELASTICACHE_PORT"])
-        # The cache container has REDISCLI_AUTH from its own Secret: redis-cli authenticates by itself.
-        done = subprocess.run(self.kubectl.argv("exec", f"statefulset/bundler-{name}", "-c", name, "--",
-                                                "redis-cli", "-p", port, *args),
+        # The cache's redis-cli authenticates as its probes do, from the pod's mounted password file.
+        cli = authenticated_redis_cli("-p", port, *args) if which == "cache" else ["redis-cli", "-p", port, *args]
+        done = subprocess.run(self.kubectl.argv("exec", f"statefulset/bundler-{name}", "-c", name, "--", *cli),
                               capture_output=True, text=True, timeout=15)
         return done.stdout.strip()
 

@@ -324,6 +324,7 @@ class StackTest:
             time.sleep(IDLE_SECONDS)
         self.info()
         self.app_user()
+        self.data_secret_files()
         self.upload()
         self.admin()
         with meter.window("burst"):
@@ -424,6 +425,45 @@ class StackTest:
                     "wallet read through fsGroup", ok,
                     f"id {ids}; /app entries not world-readable {unreadable}, directories not enterable {closed}; "
                     f"wallet owner {owner} group {group} mode {mode}, read {read}")
+
+    # Inside the postgres container: its uid, the passwd entry for it (none expected), PGDATA's owner.
+    POSTGRES_USER_CHECK: ClassVar[list[str]] = ["sh", "-c", 'id -u; getent passwd "$(id -u)" || echo no-entry; '
+                                                'stat -c %u "$PGDATA"']
+
+    def data_secret_files(self) -> None:
+        """The in-cluster data services and the bucket Job hold no credential in their containers'
+        env (checkov CKV_K8S_35): postgres initialised from POSTGRES_PASSWORD_FILE as a uid its
+        image has no account for (initdb through nss_wrapper), the cache's probes authenticate from
+        the password file, and MinIO and mc use the Secret's keys, which the upload then proves."""
+        if not self.cluster.pods("postgres"):
+            return  # external data: nothing in the namespace
+        creds = next(v for k, v in self.cluster.store.secrets.items() if k.startswith("bundler-data-credentials"))
+        values = [creds[k] for k in ("postgres-password", "cache-redis-password", "minio-root-password")]
+        pods = [p for c in ("postgres", "redis-cache", "minio", "bucket-init") for p in self.cluster.pods(c)[:1]]
+        in_env = sorted(f"{p.name}/{c.name}" for p in pods for c in p.containers if set(values) & set(c.env.values()))
+        self.ok("data services and the bucket Job hold no credential in their env", len(pods) == 4 and not in_env,
+                f"containers checked {len(pods)}; with a credential in env {in_env}")
+
+        postgres = self.cluster.pods("postgres")[0].containers[0]
+        lines = postgres.exec(self.POSTGRES_USER_CHECK, timeout=30).detail.partition(": ")[2].splitlines()
+        uid, entry, owner = [*lines, "", "", ""][:3]
+        initialised = "init process complete" in "\n".join(
+            path.read_text(errors="replace") for path in postgres.log_dir.glob(f"{postgres.name}.*.log"))
+        from_file = "POSTGRES_PASSWORD_FILE" in postgres.env and "POSTGRES_PASSWORD" not in postgres.env
+        self.ok("postgres initialised from POSTGRES_PASSWORD_FILE as a uid without a passwd entry",
+                uid.isdigit() and int(uid) >= 10000 and entry == "no-entry" and owner == uid and initialised
+                and from_file,
+                f"uid {uid}, passwd entry {entry}, PGDATA owner {owner}, "
+                f"initdb {'done' if initialised else 'MISSING'}, password from file {from_file}; "
+                "the app's connections use the same password")
+
+        cache = self.cluster.pods("redis-cache")[0].containers[0]
+        port = str(cache.spec["ports"][0]["containerPort"])
+        probe = cache.exec(cache.spec["readinessProbe"]["exec"]["command"], timeout=15)
+        bare = cache.exec(["redis-cli", "-p", port, "ping"], timeout=15)
+        self.ok("cache Redis probes authenticate from the password file", probe.ok and "PONG" in probe.detail
+                and "NOAUTH" in bare.detail,
+                f"probe: {probe.detail}; redis-cli without the file: {bare.detail}")
 
     def _service_url(self, name: str) -> str:
         """The in-cluster URL of a Service, as its rendered spec gives it."""

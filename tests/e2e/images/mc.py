@@ -1,7 +1,7 @@
 """Stand-in for the MinIO client, for the one command the bucket Job runs.
 
 `mc --config-dir DIR mb --ignore-existing local/BUCKET`, with the alias's URL and credentials in
-MC_HOST_local (as the manifest passes them: no config file, no shell). Anything else exits 2,
+MC_HOST_local (as the Job's shell exports them from the mounted files: no config file). Anything else exits 2,
 so a manifest change that this stand-in does not understand fails loudly instead of passing.
 """
 

@@ -3,8 +3,9 @@
 The e2e test has no MinIO binary; moto's S3 speaks the same API the bundler uses. What MinIO
 does and moto does not, and our manifests rely on, is added here: the unauthenticated health
 endpoints the probes call, and credential checks (a wrong MINIO_ROOT_PASSWORD wired into the
-app must fail as it would against MinIO, not pass silently). Objects live in memory: a restart
-loses them, unlike MinIO's /data volume.
+app must fail as it would against MinIO, not pass silently), with the root credentials read as
+MinIO reads them (`root_credentials`). Objects live in memory: a restart loses them, unlike
+MinIO's /data volume. E2E_NO_AUTH=1 checks no signature (the AWS stand-in of `outside.s3`).
 
 With E2E_TLS_CERT/E2E_TLS_KEY it serves HTTPS, to stand in for AWS S3 under its own host names
 (`<bucket>.s3.<region>.amazonaws.com`, virtual-hosted style, which moto routes by Host).
@@ -129,6 +130,42 @@ def _serve(host: str, port: int, app: WSGIApp, ssl: tuple[str, str] | None) -> B
         return make_server("0.0.0.0", port, app, threaded=True, request_handler=MotoRequestHandler, ssl_context=ssl)
 
 
+# What MinIO uses when no root credentials are given (cmd/server-main.go: auth.DefaultCredentials).
+DEFAULT_ROOT = ("minioadmin", "minioadmin")
+
+
+def _read_from_secret(path: str) -> str:
+    """MinIO's readFromSecret (cmd/common-main.go, RELEASE.2025-04-22T22-12-26Z): a name is tried
+    under /run/secrets/ first; a missing file is no error and gives ""; the content is trimmed."""
+    under_run_secrets = os.path.join("/run/secrets/", path.lstrip("/"))
+    if os.path.isfile(under_run_secrets):
+        path = under_run_secrets
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip().decode()
+    except FileNotFoundError:
+        return ""
+
+
+def root_credentials(environ: dict[str, str]) -> tuple[str, str]:
+    """MinIO's loadEnvVarsFromFiles, then its checks and loadRootCredentials (cmd/common-main.go,
+    cmd/server-main.go): MINIO_ROOT_USER_FILE and MINIO_ROOT_PASSWORD_FILE, when their files have
+    content, set MINIO_ROOT_USER/PASSWORD; one without the other stops MinIO; with neither, it
+    starts with minioadmin:minioadmin (and clients with other keys fail)."""
+    env = dict(environ)
+    for var in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        if f"{var}_FILE" in env:
+            value = _read_from_secret(env[f"{var}_FILE"])
+            if value:
+                env[var] = value
+    user, password = env.get("MINIO_ROOT_USER"), env.get("MINIO_ROOT_PASSWORD")
+    if not user and not password:
+        return DEFAULT_ROOT
+    if not user or not password:
+        raise SystemExit("minio: MINIO_ROOT_USER and MINIO_ROOT_PASSWORD must both be set")
+    return user, password
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "server" or argv[2] != "--address":
         print("usage: minio.py server DIR --address [HOST]:PORT", file=sys.stderr)
@@ -140,8 +177,8 @@ def main(argv: list[str]) -> int:
     from moto.server import create_backend_app
 
     cert, key = os.environ.get("E2E_TLS_CERT"), os.environ.get("E2E_TLS_KEY")
-    app = minio_app(create_backend_app("s3"), os.environ.get("MINIO_ROOT_USER"), os.environ.get("MINIO_ROOT_PASSWORD"),
-                    os.environ.get("E2E_REQUEST_LOG"))
+    user, password = (None, None) if os.environ.get("E2E_NO_AUTH") else root_credentials(dict(os.environ))
+    app = minio_app(create_backend_app("s3"), user, password, os.environ.get("E2E_REQUEST_LOG"))
     server = _serve(host, int(port), app, (cert, key) if cert and key else None)
     if os.environ.get("E2E_CREATE_BUCKET"):
         # A managed bucket exists before any client comes: made here, so no request shows it.

@@ -1,9 +1,32 @@
 #!/usr/bin/env bash
 # Stand-in for the official postgres image's docker-entrypoint.sh, run with the host's Debian
 # binaries: the e2e test has no image, so this reproduces the parts our manifest relies on
-# (first-start initdb from POSTGRES_* env, password auth over TCP, POSTGRES_DB created, the
+# (first-start initdb from POSTGRES_* env or their *_FILE variants, initdb as a uid the image's
+# /etc/passwd lacks through nss_wrapper, password auth over TCP, POSTGRES_DB created, the
 # container args passed to postgres) and nothing else (no initdb.d scripts, no gosu/root path).
+# Emulated: docker-library/postgres 16/alpine3.21/docker-entrypoint.sh as built into 16.6-alpine3.21
+# (commit 607fdbdadc175f112ebcf94a42272ca57e3b8ab2); file_env and the nss_wrapper block are its own.
 set -Eeuo pipefail
+
+# As upstream's file_env: VAR from VAR_FILE (exclusive; "$(< f)" drops trailing newlines), then
+# exported, as the image does, and VAR_FILE unset.
+file_env() {
+	local var="$1"
+	local fileVar="${var}_FILE"
+	local def="${2:-}"
+	if [ "${!var:-}" ] && [ "${!fileVar:-}" ]; then
+		printf >&2 'error: both %s and %s are set (but are exclusive)\n' "$var" "$fileVar"
+		exit 1
+	fi
+	local val="$def"
+	if [ "${!var:-}" ]; then
+		val="${!var}"
+	elif [ "${!fileVar:-}" ]; then
+		val="$(< "${!fileVar}")"
+	fi
+	export "$var"="$val"
+	unset "$fileVar"
+}
 
 # As the official image: options alone mean "postgres with these options".
 if [ "${1:0:1}" = '-' ]; then
@@ -21,8 +44,9 @@ if [ -z "$PGBIN" ]; then
 	exit 1
 fi
 : "${PGDATA:?PGDATA must be set}"
-: "${POSTGRES_USER:=postgres}"
-: "${POSTGRES_DB:=$POSTGRES_USER}"
+file_env POSTGRES_PASSWORD
+file_env POSTGRES_USER postgres
+file_env POSTGRES_DB "$POSTGRES_USER"
 # The manifest mounts an emptyDir here; the official image uses the same directory.
 SOCKET_DIR=/var/run/postgresql
 
@@ -37,6 +61,22 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 		echo >&2 "postgres-entrypoint: database is uninitialized and POSTGRES_PASSWORD is not set"
 		exit 1
 	fi
+	# initdb looks its uid up in /etc/passwd and stops if it is missing: as upstream, fake a
+	# `postgres` entry with nss_wrapper (Debian's libnss-wrapper here) for initdb alone.
+	uid="$(id -u)"
+	if ! getent passwd "$uid" &>/dev/null; then
+		for wrapper in {/usr,}/lib{/*,}/libnss_wrapper.so; do
+			if [ -s "$wrapper" ]; then
+				NSS_WRAPPER_PASSWD="$(mktemp)"
+				NSS_WRAPPER_GROUP="$(mktemp)"
+				export LD_PRELOAD="$wrapper" NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP
+				gid="$(id -g)"
+				printf 'postgres:x:%s:%s:PostgreSQL:%s:/bin/false\n' "$uid" "$gid" "$PGDATA" >"$NSS_WRAPPER_PASSWD"
+				printf 'postgres:x:%s:\n' "$gid" >"$NSS_WRAPPER_GROUP"
+				break
+			fi
+		done
+	fi
 	# The password goes through a pipe, never argv (visible in /proc to every user).
 	# UTF8 as the official image's en_US.utf8 gives; C collation needs no installed locale.
 	# shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is word-split on purpose, as upstream does.
@@ -44,6 +84,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 		--pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
 		--auth-local=trust --auth-host=scram-sha-256 \
 		--encoding=UTF8 --locale=C ${POSTGRES_INITDB_ARGS:-} >/dev/null
+	if [[ "${LD_PRELOAD:-}" == */libnss_wrapper.so ]]; then
+		rm -f "$NSS_WRAPPER_PASSWD" "$NSS_WRAPPER_GROUP"
+		unset LD_PRELOAD NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP
+	fi
 	# "all" covers IPv4 and IPv6 clients: pods connect over TCP with the password.
 	printf '\n%s\n' 'host all all all scram-sha-256' >>"$PGDATA/pg_hba.conf"
 
