@@ -142,7 +142,11 @@ def postgres(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
 # redis-cli takes a password from argv (`-a`, which every process can read in /proc) or from
 # REDISCLI_AUTH: the shell (the image's busybox sh) reads the mounted file into that variable with
 # its own `read`, so the password is on no command line and in no container env.
-REDIS_CLI_WITH_AUTH = f'read -r REDISCLI_AUTH < {REDIS_SECRETS}/password; export REDISCLI_AUTH; exec redis-cli "$@"'
+_READ_PASSWORD = f"read -r REDISCLI_AUTH < {REDIS_SECRETS}/password; export REDISCLI_AUTH; "
+REDIS_CLI_WITH_AUTH = _READ_PASSWORD + 'exec redis-cli "$@"'
+# redis-cli exits 0 on an error reply (NOAUTH, LOADING while the append-only file loads), so a
+# probe compares the answer instead of trusting the exit status.
+_ANSWERS_PONG = '[ "$(redis-cli "$@")" = PONG ]'
 
 
 def authenticated_redis_cli(*args: str) -> list[str]:
@@ -150,12 +154,18 @@ def authenticated_redis_cli(*args: str) -> list[str]:
     return ["sh", "-c", REDIS_CLI_WITH_AUTH, "redis-cli", *args]
 
 
+def redis_ping(port: int, authenticated: bool) -> list[str]:
+    """A probe command that succeeds only when Redis answers PONG (authenticated from the file)."""
+    script = (_READ_PASSWORD if authenticated else "") + _ANSWERS_PONG
+    return ["sh", "-c", script, "redis-ping", "-p", str(port), "ping"]
+
+
 def cache_redis(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
     auth, auth_mount = secret_files(
         secret, REDIS_SECRETS, {"auth.conf": "cache-redis-auth.conf", "password": "cache-redis-password"}
     )
     data_volume, data_mount = scratch("data", "/data")
-    ping = authenticated_redis_cli("-p", str(d.cache.port), "ping")
+    ping = redis_ping(d.cache.port, authenticated=True)
     container = k8s.core.v1.ContainerArgs(
         name=REDIS_CACHE,
         image=d.in_cluster.redis_image,
@@ -181,7 +191,7 @@ def cache_redis(d: DataSettings, secret: pulumi.Input[str]) -> ServicePod:
 
 
 def queue_redis(d: DataSettings) -> ServicePod:
-    ping = ["redis-cli", "-p", str(d.queue.port), "ping"]
+    ping = redis_ping(d.queue.port, authenticated=False)
     container = k8s.core.v1.ContainerArgs(
         name=REDIS_QUEUE,
         image=d.in_cluster.redis_image,

@@ -15,6 +15,7 @@ from components.data_containers import (
     authenticated_redis_cli,
     image_version,
     redis_memory,
+    redis_ping,
 )
 from components.names import BUCKET_INIT, DATA_COMPONENTS, selector_labels
 from components.settings import load_settings
@@ -197,8 +198,10 @@ def test_cache_redis_password_stays_out_of_the_pod_spec(dev: Recording) -> None:
     assert "env" not in c
     for probe in ("readinessProbe", "livenessProbe"):
         command = c[probe]["exec"]["command"]
-        assert command == authenticated_redis_cli("-p", "6379", "ping") and "-a" not in command
+        assert command == redis_ping(6379, authenticated=True) and "-a" not in command
     assert f"read -r REDISCLI_AUTH < {REDIS_SECRETS}/password" in REDIS_CLI_WITH_AUTH
+    assert redis_ping(6379, authenticated=True)[2].startswith(f"read -r REDISCLI_AUTH < {REDIS_SECRETS}/password")
+    assert authenticated_redis_cli("-p", "6379", "get", "k")[-4:] == ["-p", "6379", "get", "k"]
 
 
 def secret_files(spec: dict[str, Any], c: dict[str, Any]) -> dict[str, str]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from components.data_containers import redis_ping
 from components.settings.budget import connection_peak
 from tests.e2e import outside
 from tests.e2e.cluster import Cluster
@@ -461,9 +462,12 @@ class StackTest:
         port = str(cache.spec["ports"][0]["containerPort"])
         probe = cache.exec(cache.spec["readinessProbe"]["exec"]["command"], timeout=15)
         bare = cache.exec(["redis-cli", "-p", port, "ping"], timeout=15)
-        self.ok("cache Redis probes authenticate from the password file", probe.ok and "PONG" in probe.detail
-                and "NOAUTH" in bare.detail,
-                f"probe: {probe.detail}; redis-cli without the file: {bare.detail}")
+        # The same PONG check without the password file must fail: redis-cli itself exits 0 on NOAUTH.
+        unauthenticated = cache.exec(redis_ping(int(port), authenticated=False), timeout=15)
+        self.ok("cache Redis probes authenticate from the password file",
+                probe.ok and "NOAUTH" in bare.detail and not unauthenticated.ok,
+                f"probe: {probe.detail}; redis-cli without the file: {bare.detail}; "
+                f"the probe's check without the file: {unauthenticated.detail}")
 
     def _service_url(self, name: str) -> str:
         """The in-cluster URL of a Service, as its rendered spec gives it."""
