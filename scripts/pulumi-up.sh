@@ -304,8 +304,12 @@ EOF
 
 # /health through a port-forward, then the admin dashboard with the password from the stack
 # output (sent, never printed). The port-forwards are this script's own children.
+# Global, not local to check(): the EXIT trap that kills the port-forwards runs after check()
+# has returned, when its locals are gone.
+forwards=()
+
 check() {
-  local ns api admin api_port admin_port user password pids=()
+  local ns api admin api_port admin_port user password quoted
   ns="$(output namespace)" || stop "stack $stack has no outputs yet." "Run make up STACK=$stack first."
   api="$(output apiServiceName)"
   admin="$(output adminServiceName)"
@@ -315,11 +319,11 @@ check() {
   password="$(pulumi stack output adminPassword --show-secrets --stack "$stack_ref")"
   # shellcheck disable=SC2046 # kubectl_args is a word list by design
   kubectl $(kubectl_args) port-forward "svc/$api" "$api_port:$api_port" >/dev/null &
-  pids+=($!)
+  forwards+=($!)
   # shellcheck disable=SC2046
   kubectl $(kubectl_args) port-forward "svc/$admin" "$admin_port:$admin_port" >/dev/null &
-  pids+=($!)
-  trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+  forwards+=($!)
+  trap 'kill "${forwards[@]}" 2>/dev/null || true' EXIT
   local ok=0
   say "GET http://localhost:$api_port/health (svc/$api in $ns)"
   if curl -fsS --retry 10 --retry-connrefused --retry-delay 1 "http://localhost:$api_port/health"; then
@@ -329,8 +333,12 @@ check() {
     skip "FAILED: the API does not answer; see kubectl $(kubectl_args) logs deploy/$api"
   fi
   say "GET http://localhost:$admin_port/admin/stats as $user, with the adminPassword output"
+  # curl's config syntax: a " or \ in the password must be escaped inside the quoted value.
+  quoted="$user:$password"
+  quoted="${quoted//\\/\\\\}"
+  quoted="${quoted//\"/\\\"}"
   if curl -fsS -o /dev/null --retry 10 --retry-connrefused --retry-delay 1 \
-    -K - <<<"user = \"$user:$password\"" "http://localhost:$admin_port/admin/stats"; then
+    -K - <<<"user = \"$quoted\"" "http://localhost:$admin_port/admin/stats"; then
     skip "200: the admin dashboard takes the password from the stack output"
   else
     ok=1

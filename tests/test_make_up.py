@@ -281,6 +281,10 @@ def test_make_check_reaches_health_and_the_admin_dashboard_without_printing_the_
     # The password reaches curl on stdin only: never in an argument list or the transcript.
     assert "stub-admin-password" in laptop.state_of("admin-auth")
     assert "stub-admin-password" not in json.dumps(laptop.calls()) + done.stdout + done.stderr
+    # Both port-forwards were running, and none outlives `make check`.
+    pids = [int(p.name.rsplit("-", 1)[1]) for p in laptop.state.glob("port-forward-*")]
+    assert len(pids) == 2
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "a port-forward was left running"
 
 
 def test_make_check_before_any_up_says_to_run_make_up(laptop: Laptop) -> None:

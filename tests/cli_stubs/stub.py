@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 STATE = Path(os.environ["STUB_STATE"])
@@ -90,8 +91,10 @@ def kubectl(args: list[str]) -> int:
         case ["config", "current-context"]:
             print(context)
         case ["-n", _, "port-forward", service, ports]:
-            # The real one keeps running; the script ends it. Here it only says what it forwards.
-            print(f"Forwarding from 127.0.0.1:{ports.split(':')[0]} -> {ports.split(':')[1]} ({service})")
+            # As the real one, it keeps running until it is killed; the script must end it.
+            print(f"Forwarding from 127.0.0.1:{ports.split(':')[0]} -> {ports.split(':')[1]} ({service})", flush=True)
+            mark(f"port-forward-{os.getpid()}", service)
+            time.sleep(30)
         case ["apply", "-f", "-"]:
             mark(f"applied-{context}", sys.stdin.read())
             print("configmap/local-registry-hosting created")
