@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +82,26 @@ def test_the_smoke_job_reads_the_url_from_the_configmap_and_the_password_from_th
     script = " ".join(container["command"])
     assert '"$BUNDLER_API_URL/health"' in script and "$ADMIN_PASSWORD" in script
     assert consumer.depends_on(job, config_map) and consumer.depends_on(job, secret)
+
+
+def test_the_smoke_job_gives_curl_the_password_on_stdin_never_on_its_command_line(tmp_path: Path) -> None:
+    _, consumer = consume("dev")
+    (job,) = consumer.of_type(JOB)
+    (container,) = job.get("spec.template.spec.containers")
+    assert container["command"][:2] == ["sh", "-c"] and "@sha256:" in container["image"]
+    # The Job's own script, run by a real sh with a curl that records what it was given.
+    (tmp_path / "curl").write_text('#!/bin/sh\necho "$*" >> "$LOG"\ncase "$*" in *"-K -"*) cat >> "$LOG";; esac\n')
+    (tmp_path / "curl").chmod(0o755)
+    log = tmp_path / "log"
+    password = 'pa"ss\\word-0123456789'
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(log), "BUNDLER_API_URL": "http://api:3001",
+           "BUNDLER_ADMIN_URL": "http://admin:3002", "ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": password}
+    done = subprocess.run(container["command"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    argv_lines = [line for line in log.read_text().splitlines() if line.startswith("-fsS")]
+    assert argv_lines == ["-fsS http://api:3001/health", "-fsS -o /dev/null -K - http://admin:3002/admin/stats"]
+    # curl's config syntax, with " and \\ escaped inside the quoted value.
+    assert 'user = "admin:pa\\"ss\\\\word-0123456789"' in log.read_text().splitlines()
 
 
 def test_a_renamed_output_fails_the_consumer_at_preview() -> None:

@@ -50,12 +50,17 @@ smoke = k8s.batch.v1.Job(
                 containers=[
                     k8s.core.v1.ContainerArgs(
                         name="smoke",
-                        image="docker.io/curlimages/curl:8.11.1",
-                        # The password reaches curl through the environment, never its command line.
+                        # Pinned by digest: what runs is what was reviewed.
+                        image="docker.io/curlimages/curl:8.11.1@sha256:"
+                        "c1fe1679c34d9784c1b0d1e5f62ac0a79fca01fb6377cdd33e90473c6f9f9a69",
+                        # The password reaches curl as a config file on stdin (`-K -`), written by the
+                        # shell's printf builtin: it is on no command line (`-u` would put it in
+                        # /proc/<pid>/cmdline). sed escapes " and \ for curl's quoted value.
                         command=["sh", "-c", (
                             'curl -fsS "$BUNDLER_API_URL/health" && '
-                            'curl -fsS -o /dev/null -u "$ADMIN_USERNAME:$ADMIN_PASSWORD" '
-                            '"$BUNDLER_ADMIN_URL/admin/stats"'
+                            '{ printf \'user = "\'; printf \'%s:%s\' "$ADMIN_USERNAME" "$ADMIN_PASSWORD" '
+                            '| sed \'s/[\\\\"]/\\\\&/g\'; printf \'"\\n\'; } '
+                            '| curl -fsS -o /dev/null -K - "$BUNDLER_ADMIN_URL/admin/stats"'
                         )],
                         env_from=[
                             k8s.core.v1.EnvFromSourceArgs(
