@@ -284,7 +284,9 @@ def test_liveness_and_startup_never_touch_the_database(recording: Recording, com
         text = _probe_text(c[probe])
         assert "postgres" not in text and "s3" not in text and "redis-cache" not in text, (component, probe)
     if component != "workers":
-        assert "exec" not in c["livenessProbe"], "API and admin liveness stays shallow"
+        live = c["livenessProbe"]
+        shallow = live.get("tcpSocket") or (live.get("httpGet") or {}).get("path") == "/health"
+        assert shallow and "exec" not in live, "API and admin liveness stays shallow (never the deep check)"
     else:
         get = c["livenessProbe"]["httpGet"]
         assert get["port"] == DEEP_CHECK_PORT and get["path"].startswith("/deep-check?checks=bullmq-worker&")

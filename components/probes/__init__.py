@@ -27,6 +27,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.names import PROJECT, content_named, labels, name_of
+from components.pod import http_probe
 from components.settings.processes import ProbeSettings
 from components.settings.stack import StackIdentity
 
@@ -96,12 +97,12 @@ def deep_probe(
     checks: Sequence[str], p: ProbeSettings, failure_threshold: Optional[int] = None
 ) -> k8s.core.v1.ProbeArgs:
     """The deep check over HTTP; a blip shorter than threshold x period never flips it."""
-    return k8s.core.v1.ProbeArgs(
-        http_get=k8s.core.v1.HTTPGetActionArgs(path=deep_check_path(checks, p.timeout_seconds), port=DEEP_CHECK_PORT),
-        period_seconds=p.period_seconds,
-        timeout_seconds=p.timeout_seconds,
-        failure_threshold=failure_threshold or p.failure_threshold,
-        success_threshold=1,
+    return http_probe(
+        deep_check_path(checks, p.timeout_seconds),
+        DEEP_CHECK_PORT,
+        p.period_seconds,
+        p.timeout_seconds,
+        failure_threshold or p.failure_threshold,
     )
 
 
