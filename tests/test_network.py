@@ -295,7 +295,7 @@ def test_the_api_is_open_to_another_teams_namespace_only_when_configured(dev: Re
 
 def test_a_bad_namespace_in_an_allow_list_is_refused_with_the_list_fix() -> None:
     with pytest.raises(ConfigError) as info:
-        render("dev", overrides={"apiAllowedNamespaces": ["Orders_Team"]})
+        render("dev", overrides={"apiAllowedNamespaces": ["orders", "Orders_Team"]})
     (problem,) = [p for p in info.value.problems if p.key == "apiAllowedNamespaces"]
     assert "'Orders_Team' is not a valid Kubernetes namespace name" in problem.message
-    assert problem.fix == "pulumi config set --path 'x402-bundler:apiAllowedNamespaces[0]' <namespace>"
+    assert problem.fix == "pulumi config set --path 'x402-bundler:apiAllowedNamespaces[1]' <namespace>"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 from components.settings.reader import Problem, Reader, list_command, set_command
@@ -58,8 +58,8 @@ def network_peers(network: NetworkSettings) -> list[Problem]:
         problems += namespace_name(key, ns)
     for key, names in (("apiAllowedNamespaces", network.api_namespaces),
                        ("adminAllowedNamespaces", network.admin_namespaces)):
-        for ns in names:
-            problems += [replace(p, fix=list_command(key, "<namespace>")) for p in namespace_name(key, ns)]
+        for i, ns in enumerate(names):
+            problems += namespace_name(key, ns, fix=list_command(key, "<namespace>", i))
     for block in network.admin_cidrs:
         problems += cidr("adminAllowedCidrs", block)
     return problems

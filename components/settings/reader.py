@@ -32,9 +32,9 @@ def set_command(key: str, value: str, secret: bool = False) -> str:
     return f"pulumi config set {'--secret ' if secret else ''}{PROJECT}:{key} {value}"
 
 
-def list_command(key: str, value: str) -> str:
-    """The command that sets the first item of a list key."""
-    return f"pulumi config set --path '{PROJECT}:{key}[0]' {value}"
+def list_command(key: str, value: str, index: int = 0) -> str:
+    """The command that sets one item (the first unless told) of a list key."""
+    return f"pulumi config set --path '{PROJECT}:{key}[{index}]' {value}"
 
 
 class ConfigError(pulumi.RunError):

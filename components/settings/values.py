@@ -158,13 +158,13 @@ def cidr(key: str, value: str) -> list[Problem]:
     return []
 
 
-def namespace_name(key: str, value: str) -> list[Problem]:
+def namespace_name(key: str, value: str, fix: Optional[str] = None) -> list[Problem]:
     if _DNS_LABEL.fullmatch(value):
         return []
     return [Problem(
         key,
         f"'{value}' is not a valid Kubernetes namespace name (lowercase DNS label, at most 63 characters).",
-        set_command(key, PROJECT),
+        fix or set_command(key, PROJECT),
     )]
 
 
