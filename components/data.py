@@ -165,12 +165,9 @@ class DataServices(pulumi.ComponentResource):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _meta(
-        self, object_name: str, component: str, version: str, annotations: Optional[dict[str, str]] = None
-    ) -> k8s.meta.v1.ObjectMetaArgs:
+    def _meta(self, object_name: str, component: str, version: str) -> k8s.meta.v1.ObjectMetaArgs:
         return k8s.meta.v1.ObjectMetaArgs(
-            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._stack.stack, component, version),
-            annotations=annotations,
+            name=k8s_name(object_name), namespace=self._ns, labels=labels(self._stack.stack, component, version)
         )
 
     def _host(self, component: str) -> pulumi.Output[str]:

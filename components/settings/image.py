@@ -19,8 +19,10 @@ SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64")
 _GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
 # A registry on this machine (kind's local registry is localhost:5001): plain HTTP, no login,
 # and no GitHub package behind it. Sandbox stacks only: nothing shared can pull from a laptop.
-_LOCAL_REPO = re.compile(r"^(localhost|127\.0\.0\.1):[0-9]{1,5}/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
 LOCAL_REGISTRY_HOSTS = ("localhost", "127.0.0.1")
+_LOCAL_REPO = re.compile(
+    rf"^({'|'.join(map(re.escape, LOCAL_REGISTRY_HOSTS))}):[0-9]{{1,5}}/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$"
+)
 
 
 @dataclass(frozen=True)
