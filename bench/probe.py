@@ -26,8 +26,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 from components.probes import DEEP_CHECK_PORT  # noqa: E402
 from tests.probes.servers import (  # noqa: E402
+    IDLE_APP,
     PostgresServer,
     RedisServer,
     S3Server,
+    answers_http,
     free_port,
+    http_get,
     require_node_modules,
     wait_until,
 )
@@ -109,7 +110,6 @@ def probe_script(command: list[str]) -> list[str]:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
-IDLE_APP = "setInterval(() => {}, 1 << 30)"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -124,14 +124,6 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise ValueError(field)
 
 
-def ask(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-
-
 @dataclass
 class StandIn:
     """A process standing in for one container, with its env and preloads."""
@@ -140,7 +132,7 @@ class StandIn:
     port: int
 
     @classmethod
-    def start(cls, container: dict[str, Any], env: dict[str, str], node_modules: str) -> StandIn:
+    def start(cls, container: dict[str, Any], env: dict[str, str]) -> StandIn:
         port = free_port()
         env = {**env, "DEEP_CHECK_PORT": str(port)}
         if container["name"] == "workers":
@@ -149,23 +141,16 @@ class StandIn:
             argv = ["node", "-e", IDLE_APP]
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stand_in = cls(proc, port)
-        wait_until(lambda: stand_in.answers(), 20, f"{container['name']} stand-in's probe server")
+        wait_until(lambda: answers_http(port), 20, f"{container['name']} stand-in's probe server")
         return stand_in
-
-    def answers(self) -> bool:
-        try:
-            ask(self.port, "/")
-            return True
-        except OSError:
-            return False
 
     def measure(self, path: str, runs: int) -> tuple[Cost, list[int]]:
         """CPU per answer and resident growth over `runs` answers, after one warm-up answer
         (the first loads the client modules, once per process)."""
         pid = self.proc.pid
-        codes = [ask(self.port, path)]
+        codes = [http_get(self.port, path, 10)[0]]
         rss_before, cpu_before = rss_mb(pid), cpu_seconds(pid)
-        codes += [ask(self.port, path) for _ in range(runs)]
+        codes += [http_get(self.port, path, 10)[0] for _ in range(runs)]
         cpu = (cpu_seconds(pid) - cpu_before) / runs
         return Cost(cpu, max(0.0, rss_mb(pid, "VmHWM") - rss_before)), codes
 
@@ -211,7 +196,7 @@ def main() -> None:
             doc = manifest(rec, r)
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 env = local_env(container, servers, node_modules)
-                stand_in = StandIn.start(container, env, node_modules)
+                stand_in = StandIn.start(container, env)
                 stand_ins.append(stand_in)
                 share = 0.0
                 for kind in ("startup", "readiness", "liveness"):

@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,28 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# A node process that stays up doing nothing: the host a preloaded probe server lives in.
+IDLE_APP = "setInterval(() => {}, 1 << 30)"
+
+
+def http_get(port: int, path: str, timeout: float = 5) -> tuple[int, bytes]:
+    """Status and body of a GET to 127.0.0.1:port, error statuses included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def answers_http(port: int) -> bool:
+    """Whether anything answers HTTP on the port yet."""
+    try:
+        http_get(port, "/", timeout=1)
+        return True
+    except OSError:
+        return False
 
 
 def wait_until(ready: Callable[[], bool], timeout: float, what: str) -> None:

@@ -12,8 +12,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,12 +19,11 @@ from dataclasses import dataclass
 import pytest
 
 from .conftest import Secrets, StartBullmq
-from .servers import REPO, PostgresServer, RedisServer, free_port, wait_until
+from .servers import IDLE_APP, REPO, PostgresServer, RedisServer, answers_http, free_port, http_get, wait_until
 
 SERVER = REPO / "components" / "probes" / "probe-server.js"
 PROBE = REPO / "components" / "probes" / "deep-check.js"
 API_CHECKS = "postgres,redis-cache,redis-queue,s3"
-IDLE_APP = "setInterval(() => {}, 1 << 30)"
 
 
 def preload_env(env: dict[str, str], port: int) -> dict[str, str]:
@@ -40,11 +37,8 @@ class Answer:
 
 
 def ask(port: int, path: str, timeout: float = 5) -> Answer:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-            return Answer(r.status, json.loads(r.read()))
-    except urllib.error.HTTPError as e:
-        return Answer(e.code, json.loads(e.read()))
+    status, body = http_get(port, path, timeout)
+    return Answer(status, json.loads(body))
 
 
 def deep(checks: str, timeout_ms: int = 1500) -> str:
@@ -77,7 +71,7 @@ def start_host(probe_env: dict[str, str]) -> Iterator[StartHost]:
         host = Host(proc, port)
         hosts.append(host)
         if wait:
-            wait_until(lambda: _answers(port), 10, f"probe server on port {port}")
+            wait_until(lambda: answers_http(port), 10, f"probe server on port {port}")
         return host
 
     yield start
@@ -85,14 +79,6 @@ def start_host(probe_env: dict[str, str]) -> Iterator[StartHost]:
         if host.proc.poll() is None:
             host.proc.kill()
             host.proc.communicate()
-
-
-def _answers(port: int) -> bool:
-    try:
-        ask(port, "/", timeout=1)
-        return True
-    except OSError:
-        return False
 
 
 def test_answers_200_with_the_report_of_every_check_when_all_are_up(start_host: StartHost) -> None:
