@@ -346,11 +346,7 @@ def run_program(
             secret_keys.append(f"{PROJECT}:{key}")
 
     mocks = ProgramMocks(call_results, stack_outputs)
-    monitor = RecordingMonitor(mocks)
-    reset_options(project=PROJECT, stack=stack, preview=preview)
-    set_all_config(config, secret_keys)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor,
-                             organization=organization)
+    monitor = _start_mocks(mocks, PROJECT, stack, preview, config, secret_keys, organization)
 
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -373,6 +369,24 @@ def run_program(
         os.environ.pop(OFFLINE_ENV, None)
 
     return _exported(Recording(resources=monitor.recorded, calls=mocks.calls))
+
+
+def _start_mocks(
+    mocks: ProgramMocks,
+    project: str,
+    stack: str,
+    preview: bool,
+    config: dict[str, str],
+    secret_keys: list[str],
+    organization: Optional[str] = None,
+) -> RecordingMonitor:
+    """A fresh Pulumi runtime for one program run: its options, config and recording mocks."""
+    monitor = RecordingMonitor(mocks)
+    reset_options(project=project, stack=stack, preview=preview)
+    set_all_config(config, secret_keys)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor,
+                             organization=organization)
+    return monitor
 
 
 def _exported(recording: Recording) -> Recording:
@@ -398,10 +412,7 @@ def run_example(
     mocks, its StackReferences answering with `stack_outputs`, secret where `stack_secret_outputs` says."""
     project = str(yaml.safe_load((directory / "Pulumi.yaml").read_text())["name"])
     mocks = ProgramMocks(stack_outputs=stack_outputs, stack_secret_outputs=stack_secret_outputs)
-    monitor = RecordingMonitor(mocks)
-    reset_options(project=project, stack=stack, preview=preview)
-    set_all_config({f"{project}:{key}": value for key, value in config.items()}, [])
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    monitor = _start_mocks(mocks, project, stack, preview, {f"{project}:{k}": v for k, v in config.items()}, [])
 
     def main() -> None:
         runpy.run_path(str(directory / "__main__.py"), run_name="__main__")
