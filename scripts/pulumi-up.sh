@@ -283,7 +283,14 @@ ensure_wallet() {
 
 # -- after up --------------------------------------------------------------------------------
 
-output() { pulumi stack output "$1" --stack "$stack_ref" 2>/dev/null; }
+# The stack's outputs, read once (each `pulumi stack output` reads and decrypts the state again);
+# load_outputs runs in the script's own shell, so the $(output ...) subshells see the result.
+outputs=""
+load_outputs() { outputs="$(pulumi stack output --json --stack "$stack_ref" 2>/dev/null)"; }
+output() { # Node, already a prerequisite (the local wallet), parses the JSON: no jq needed
+  node -e 'const v = JSON.parse(require("fs").readFileSync(0, "utf8"))[process.argv[1]];
+    if (v === undefined || v === null) process.exit(1); console.log(v)' "$1" <<<"$outputs"
+}
 
 kubectl_args() {
   if is_local; then printf -- '--context %s ' "$kube_context"; fi
@@ -292,6 +299,7 @@ kubectl_args() {
 
 print_access() {
   local api_port
+  load_outputs || stop "pulumi up finished, but the stack's outputs cannot be read."
   api_port="$(output apiInternalUrl | sed 's/.*://')"
   say "Done"
   cat <<EOF
@@ -308,22 +316,40 @@ EOF
 # has returned, when its locals are gone.
 forwards=()
 
+# Starts `kubectl port-forward svc/$1 $2:$2` and returns once it says it forwards.
+forward() {
+  local said="$local_dir/port-forward-$1.log" pid
+  mkdir -p "$local_dir"
+  : >"$said"
+  # shellcheck disable=SC2046 # kubectl_args is a word list by design
+  kubectl $(kubectl_args) port-forward "svc/$1" "$2:$2" >"$said" 2>&1 &
+  pid=$!
+  forwards+=("$pid")
+  for _ in {1..80}; do
+    if grep -q '^Forwarding from' "$said"; then
+      rm -f "$said"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  stop "kubectl port-forward svc/$1 did not start: $(cat "$said")" "Is the stack up? make up STACK=$stack"
+}
+
 check() {
   local ns api admin api_port admin_port user password quoted
-  ns="$(output namespace)" || stop "stack $stack has no outputs yet." "Run make up STACK=$stack first."
+  if ! load_outputs || ! ns="$(output namespace)"; then
+    stop "stack $stack has no outputs yet." "Run make up STACK=$stack first."
+  fi
   api="$(output apiServiceName)"
   admin="$(output adminServiceName)"
   api_port="$(output apiInternalUrl | sed 's/.*://')"
   admin_port="$(output adminInternalUrl | sed 's/.*://')"
   user="$(output adminUsername)"
   password="$(pulumi stack output adminPassword --show-secrets --stack "$stack_ref")"
-  # shellcheck disable=SC2046 # kubectl_args is a word list by design
-  kubectl $(kubectl_args) port-forward "svc/$api" "$api_port:$api_port" >/dev/null &
-  forwards+=($!)
-  # shellcheck disable=SC2046
-  kubectl $(kubectl_args) port-forward "svc/$admin" "$admin_port:$admin_port" >/dev/null &
-  forwards+=($!)
   trap 'kill "${forwards[@]}" 2>/dev/null || true' EXIT
+  forward "$api" "$api_port"
+  forward "$admin" "$admin_port"
   local ok=0
   say "GET http://localhost:$api_port/health (svc/$api in $ns)"
   if curl -fsS --retry 10 --retry-connrefused --retry-delay 1 "http://localhost:$api_port/health"; then

@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ TOOLS = ("pulumi", "kubectl", "kind", "docker", "curl")
 # What the script may use from the system; the stand-ins replace everything else, so a real
 # docker or kind on the test machine is never reached.
 SYSTEM = ("bash", "sh", "env", "sed", "grep", "head", "tr", "base64", "mkdir", "cat", "sort", "dirname", "ln",
-          "node")
+          "node", "sleep", "rm")
 
 
 @dataclass
@@ -281,10 +282,26 @@ def test_make_check_reaches_health_and_the_admin_dashboard_without_printing_the_
     # The password reaches curl on stdin only: never in an argument list or the transcript.
     assert "stub-admin-password" in laptop.state_of("admin-auth")
     assert "stub-admin-password" not in json.dumps(laptop.calls()) + done.stdout + done.stderr
+    # The outputs are read once; only the password is asked for on its own, to reveal it.
+    assert [c for c in commands if c.startswith("pulumi stack output")] == [
+        "pulumi stack output --json --stack local",
+        "pulumi stack output adminPassword --show-secrets --stack local",
+    ]
     # Both port-forwards were running, and none outlives `make check`.
     pids = [int(p.name.rsplit("-", 1)[1]) for p in laptop.state.glob("port-forward-*")]
     assert len(pids) == 2
-    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()], "a port-forward was left running"
+    deadline = time.monotonic() + 5  # SIGTERM was sent as the script exited; give it a moment
+    while (running := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running, "a port-forward was left running"
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its (gone) parent to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_make_check_before_any_up_says_to_run_make_up(laptop: Laptop) -> None:

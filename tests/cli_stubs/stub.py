@@ -66,6 +66,11 @@ def pulumi(args: list[str]) -> int:
         case ["up", *_]:
             mark(f"up-{stack}")
             print(f"Updating ({stack})\n\nResources:\n    + 52 created\n\nDuration: 3m12s")
+        case ["stack", "output", "--json", *_]:
+            if not done(f"up-{stack}"):
+                print("{}")
+                return 0
+            print(json.dumps({**OUTPUTS, "adminPassword": "[secret]"}, indent=2))
         case ["stack", "output", name, *rest]:
             if not done(f"up-{stack}"):
                 return fail(f"error: current stack does not have output property '{name}'", 255)
