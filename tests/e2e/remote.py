@@ -366,7 +366,8 @@ class RemoteTest(StackTest):
     def apply(self) -> bool:
         """What `pulumi up` left: every workload ready, the Jobs complete, every migration applied."""
         all_done = True
-        for w in self.cluster.workloads.values():
+        workloads = list(self.cluster.workloads.values())  # one listing: each read is a kubectl round trip
+        for w in workloads:
             if w.obj.kind == "Job":
                 continue
             want = int(w.obj.manifest["spec"].get("replicas", 1))
@@ -375,7 +376,7 @@ class RemoteTest(StackTest):
                              f"{sum(c.restarts for c in p.containers)})" for p in w.pods)
             all_done &= self.ok(f"{w.obj.kind.lower()} {w.obj.name}", ready >= want,
                                 f"{ready} of {want} replicas ready; {pods}")
-        jobs = [w for w in self.cluster.workloads.values() if w.obj.kind == "Job"]
+        jobs = [w for w in workloads if w.obj.kind == "Job"]
         for job in jobs:
             status = job.obj.manifest.get("status") or {}
             done = int(status.get("succeeded", 0)) >= 1
