@@ -59,8 +59,9 @@ class ProbeScriptArgs:
 
 
 class ProbeScript(pulumi.ComponentResource):
-    """The scripts the kubelet and the pods run beside the app (the deep check and the API's
-    drain preload), as one content-named ConfigMap: a changed script rolls the pods."""
+    """The scripts that run in the bundler processes (the deep checks, the probe server that
+    serves them, the API's drain preload), as one content-named ConfigMap: a changed script
+    rolls the pods."""
 
     config_map_name: pulumi.Output[str]
     volume: k8s.core.v1.VolumeArgs

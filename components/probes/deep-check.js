@@ -189,11 +189,12 @@ async function checkRedisQueue(ctx) {
 
 // ---------------------------------------------------------------- bullmq-worker
 
-// Liveness of a worker pod, decided inside the pod: an exec probe runs in the
-// container's PID and network namespaces, so /proc shows the worker process and
-// its sockets. Nothing is matched against addresses the queue Redis sees, which
-// NAT between the pod and an external Redis would change.
-//   1. the worker process: a process whose command line contains
+// Liveness of a worker pod, decided inside the pod: served from the worker process
+// itself (probe-server.js), the worker is this process; run by hand in the
+// container, /proc shows the worker process and its sockets. Nothing is matched
+// against addresses the queue Redis sees, which NAT between the pod and an
+// external Redis would change.
+//   1. the worker process (run by hand): a process whose command line contains
 //      DEEP_CHECK_WORKER_CMDLINE (default lib/jobs/allWorkers.js), not this probe,
 //      and not a wrapper (dumb-init, sh) whose child also matches;
 //   2. it is not stopped (T/t) and not a zombie (Z);

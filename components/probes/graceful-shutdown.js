@@ -9,7 +9,7 @@
 // SHUTDOWN_TIMEOUT_MS, if set, is a shorter hard cap.
 //
 // The SIGTERM handler is installed only when a server starts listening, so other
-// node processes that inherit NODE_OPTIONS (the exec probes) keep Node's defaults.
+// node processes that inherit NODE_OPTIONS (the deep check run by hand) keep Node's defaults.
 // No dependencies; it logs counts only, never the environment.
 'use strict';
 
