@@ -33,12 +33,12 @@ from typing import Any, Optional
 
 from components.data_containers import authenticated_redis_cli
 from tests.e2e.stack import HERE, SMALL, Report, StackTest, http_get, test_secrets
+from tests.e2e.upstream.dependencies import locked_version
 from tools.harness import ROOT, stack_config
 
 COMPONENT = "app.kubernetes.io/component"
 # The upstream's modules client.js needs, at the versions the upstream tree here resolves.
 CLIENT_PACKAGES = ("@dha-team/arbundles", "arweave")
-LOCK_FILE = ROOT / "tools" / "upstream" / "package-lock.json"
 FORWARDED = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
 
 
@@ -206,9 +206,8 @@ class KubectlCluster:
 
 
 def client_modules(into: Path) -> Path:
-    """node_modules with client.js's packages, at the upstream lock's versions (installed once)."""
-    packages = json.loads(LOCK_FILE.read_text())["packages"]
-    specs = [f"{name}@{packages[f'node_modules/{name}']['version']}" for name in CLIENT_PACKAGES]
+    """node_modules with client.js's packages, at the committed yarn.lock's versions (installed once)."""
+    specs = [f"{name}@{locked_version(name)}" for name in CLIENT_PACKAGES]
     stamp = into / "installed"
     if stamp.exists() and stamp.read_text().split() == specs:
         return into / "node_modules"
