@@ -86,19 +86,20 @@ def _root_patterns(package: Mapping[str, Any]) -> dict[str, str]:
     return {n: f"{n}@{s}" for sec in DEPENDENCY_SECTIONS for n, s in (package.get(sec) or {}).items()}
 
 
-def foreign_differences(upstream: str, ours: str, package: Mapping[str, Any]) -> list[str]:
+def foreign_differences(upstream: str, ours: str, package: Mapping[str, Any],
+                        substitutions: tuple[Substitution, ...] = SUBSTITUTIONS) -> list[str]:
     """Patterns whose resolution differs between the upstream lock and ours and that do not belong
     to the substitutions: reached, in the lock that has them, only through a substituted package.
     `package` is the upstream's package.json (before substituting)."""
     up, here = by_pattern(parse_lock(upstream)), by_pattern(parse_lock(ours))
-    substituted = {s.package for s in SUBSTITUTIONS}
+    substituted = {s.package for s in substitutions}
     others = [p for n, p in _root_patterns(package).items() if n not in substituted]
 
     def owned(lock: Mapping[str, LockEntry], specs: Iterable[str]) -> set[str]:
         return closure(lock, specs) - closure(lock, others)
 
-    owned_up = owned(up, [f"{s.package}@{s.upstream}" for s in SUBSTITUTIONS])
-    owned_here = owned(here, [f"{s.package}@{s.here}" for s in SUBSTITUTIONS])
+    owned_up = owned(up, [f"{s.package}@{s.upstream}" for s in substitutions])
+    owned_here = owned(here, [f"{s.package}@{s.here}" for s in substitutions])
 
     def same(pattern: str) -> bool:
         a, b = up.get(pattern), here.get(pattern)
