@@ -78,7 +78,8 @@ class TscError:
     """With its continuation lines (where tsc says which property is unknown)."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line} {self.code} {' '.join(self.message.split())[:160]}"
+        # tsc's last line is the most specific (which property, which type).
+        return f"{self.file}:{self.line} {self.code} {self.message.splitlines()[-1][:200]}"
 
 
 _ERROR_LINE = re.compile(r"^(\S[^(]*)\((\d+),(\d+)\): error (TS\d+): (.*)$")
