@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import runpy
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class Registered:
     ignore_changes: list[str]
     replace_on_changes: list[str]
     provider: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """What the mock engine answered (a build's pushed `ref`, a generated password)."""
 
     def get(self, path: str, default: Any = None) -> Any:
         """Dotted lookup into the inputs: `r.get("spec.template.spec.containers")`."""
@@ -122,6 +125,30 @@ def auto_name(type_: str, name: str) -> str:
     return f"{name}-{hashlib.sha256(f'{type_}::{name}'.encode()).hexdigest()[:8]}"
 
 
+# pulumi-random's character classes (terraform-provider-random internal/random/string.go).
+_CLASSES = {"numeric": "0123456789", "lower": "abcdefghijklmnopqrstuvwxyz", "upper": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+_SPECIAL = "!@#$%&*()-_=+[]{}<>:?"
+
+
+def random_password(name: str, inputs: dict[str, Any]) -> str:
+    """What pulumi-random's RandomPassword makes of its declared inputs, as its provider does:
+    each `min*` drawn from its class, the rest from every enabled class, then shuffled. Seeded
+    by the resource's name, so a render is reproducible; the characters are the inputs' own, so
+    `special=True` puts `#`, `@` or `/` into the result just as the real provider would."""
+    rng = random.Random(hashlib.sha256(f"RandomPassword::{name}".encode()).digest())
+    special = str(inputs.get("overrideSpecial") or _SPECIAL)
+    enabled = {**{k: inputs.get(k, True) is not False for k in _CLASSES}, "special": inputs.get("special", True)}
+    if inputs.get("number") is False:  # the deprecated name of `numeric`
+        enabled["numeric"] = False
+    classes = {**_CLASSES, "special": special}
+    chars = "".join(classes[k] for k in ("upper", "lower", "numeric", "special") if enabled[k] is not False)
+    out = [rng.choice(classes[k]) for k in ("numeric", "lower", "upper", "special")
+           for _ in range(int(inputs.get(f"min{k.capitalize()}", 0)))]
+    out += [rng.choice(chars) for _ in range(int(inputs["length"]) - len(out))]
+    rng.shuffle(out)
+    return "".join(out)
+
+
 def _digest(*parts: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -183,7 +210,7 @@ class ProgramMocks(pulumi.runtime.Mocks):
                 f"{state.get('tag', 'registry.invalid/unknown:x')}@{_digest(sorted(state.get('sources') or []))}"
             )
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = "mock-" + hashlib.sha256(args.name.encode()).hexdigest()[:28]
+            state["result"] = random_password(args.name, state)
         elif args.typ == "pulumi:pulumi:StackReference":
             state["outputs"] = self.stack_outputs.get(str(state.get("name")), {})
             # As the engine answers: which outputs the referenced stack holds as secrets.
@@ -253,6 +280,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                     ignore_changes=list(request.ignoreChanges),
                     replace_on_changes=list(request.replaceOnChanges),
                     provider=request.provider,
+                    outputs=_unwrap(rpc.deserialize_properties(response.object, keep_unknowns=True)),
                 )
             )
         return response
