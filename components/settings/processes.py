@@ -132,7 +132,7 @@ def read_processes(r: Reader) -> ProcessesSettings:
 
     # Requests and memory limits from the runtime test's measurements (README, "Resources from
     # measurement"): requests at the steady use, memory limits at twice the busiest peak.
-    api = _process(r, "api", 1, ("100m", "1"), ("160Mi", "320Mi"))
+    api = _process(r, "api", 1, ("100m", "1"), ("192Mi", "448Mi"))
     workers = _process(r, "worker", 1, ("50m", "1"), ("128Mi", "256Mi"))
     admin = _process(r, "admin", 1, ("50m", "250m"), ("64Mi", "128Mi"))
     migration = _process(r, "migration", None, ("100m", "500m"), ("256Mi", "512Mi"))
