@@ -24,6 +24,9 @@ import yaml
 
 from components.data_containers import REDIS_CLI_WITH_AUTH
 from tests.e2e import remote
+from tests.e2e.plan import run_one
+from tests.e2e.report import Report
+from tests.e2e.scenarios import data_path
 from tests.e2e.wallet import address_of, generate_jwk
 from tools.harness import ROOT
 
@@ -75,6 +78,13 @@ sys.stderr.write("stub: no answer for " + key); sys.exit(1)
 
 def k8s_list(items: list[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}})
+
+
+def stats(timestamp: str, completed: int) -> str:
+    """The admin's statistics as admin/statsCollector.js shapes them."""
+    queue = {"waiting": 0, "active": 0, "completed": completed, "failed": 0, "delayed": 0}  # no name: see data_path
+    return json.dumps({"upload": {"allTime": {}}, "x402": {}, "bundles": {}, "system": {}, "timestamp": timestamp,
+                       "queues": {"byQueue": [queue], "totals": queue}})
 
 
 def pod(name: str, component: str, ip: str, ready: bool = True, phase: str = "Running", restarts: int = 0,
@@ -149,7 +159,7 @@ def stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
                                                             "x402": {"payTo": PAYMENT.lower()}})},
             "/admin/dashboard/": {"status": 200, "body": "<html>dashboard</html>",
                                   "user": f"admin:{SECRETS['admin-password']}"},
-            "/admin/stats": {"status": 200, "body": json.dumps({"timestamp": "now", "uploads": {}}),
+            "/admin/stats": {"status": 200, "body": stats("later", completed=5),
                              "user": f"admin:{SECRETS['admin-password']}"},
         },
         "node": {"status": 200, "id": "itemid", "receipt_valid": True, "elapsed_ms": 12},
@@ -266,15 +276,18 @@ def test_the_cluster_view_reads_pods_as_a_service_would_pick_them(stubs: dict[st
     assert cluster.config()["REDIS_PORT_QUEUES"] == "6381"
 
 
-def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """StackTest's own info() and admin(), unchanged, through the port-forward stub."""
+def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared info and admin scenarios, unchanged, through the port-forward stub."""
+    monkeypatch.setattr(data_path, "STATS_CACHE_SECONDS", 0.1)  # the stub's statistics never refresh
     test = remote.RemoteTest("dev", remote.Kubectl(NS, CONTEXT), stubs["root"], node_path=Path("/nm"))
     test.clients.connect()
     test.values = {"arweaveWallet": stubs["wallet"]}
+    # One upload accepted since the first reading of the statistics (4 completed then, 5 now).
+    test.state.stats_before, test.state.accepted_uploads = json.loads(stats("earlier", completed=4)), 1
     try:
-        test.info()
-        test.admin()
+        for s in (data_path.info, data_path.admin):
+            run_one(test, s, test.report)
     finally:
         test.clients.close()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("e2e: ")]
@@ -283,11 +296,21 @@ def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any],
                                "(without credentials HTTP 401, with HTTP 200")
     assert lines[2].startswith("e2e: dev: admin statistics: ok")
     assert (test.report.passed, test.report.failed) == (3, 0)
-    # A wallet the API does not show is a FAIL, not a pass.
+    # A wallet the API does not show is a FAIL, not a pass; so are statistics that did not move.
     stubs["answers"]["http"]["/v1/info"]["body"] = json.dumps({"x402": {"payTo": PAYMENT}})
     stubs["save"]()
-    test.info()
-    assert test.report.failed == 1
+    test.report = Report("dev")
+    test.state.stats_before = json.loads(stats("earlier", completed=5))
+    test.clients.connect()
+    try:
+        for s in (data_path.info, data_path.admin):
+            run_one(test, s, test.report)
+    finally:
+        test.clients.close()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("e2e: ")]
+    assert "wallet" in lines[0] and "MISSING" in lines[0] and ": FAIL (" in lines[0]
+    assert lines[2].startswith("e2e: dev: admin statistics: FAIL (") and "moved 0 with the 1 uploads" in lines[2]
+    assert (test.report.passed, test.report.failed) == (1, 2)
 
 
 # ---------------------------------------------------------------- the workflow

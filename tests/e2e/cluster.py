@@ -7,6 +7,14 @@ program's own dependency graph: an object is created once everything it depends 
 where done means what the Kubernetes provider awaits (a StatefulSet's or Deployment's pods
 Ready, a Job complete). A failed Job stops everything that waits for it, as a failed
 `pulumi up` does.
+
+Controllers, as far as the scenarios need them: each pod is admitted against the namespace's
+Pod Security level first (refused: `FailedCreate`); a Deployment's or StatefulSet's pod that is
+deleted or evicted is replaced (a Deployment's under a new name and address, a StatefulSet's
+under its own name with its claims); a Job makes a new pod per failure up to `backoffLimit`,
+with the Job controller's backoff, within `activeDeadlineSeconds`. A pod that cannot start
+(refused, image not pulled, configuration refused) fails its workload at once: nothing in a
+run can change that, where a cluster would keep retrying until Pulumi's timeout.
 """
 
 from __future__ import annotations
@@ -19,9 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from tests.e2e.images import ImageSet
-from tests.e2e.kubelet import Events, ObjectStore, Pod
+from tests.e2e.admission import admit
+from tests.e2e.images import Image, ImageSet
+from tests.e2e.kubelet import Events, Pod, PodSetup
+from tests.e2e.limits import Cgroup
 from tests.e2e.network import StackNetwork
+from tests.e2e.registry import Registry
+from tests.e2e.services import Services
+from tests.e2e.usage import Meter
+from tests.e2e.volumes import ObjectStore
 from tools.harness import Recording, Registered
 from tools.render import normalise
 
@@ -74,15 +88,24 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    netns: str
+    ip: str
+
+
 @dataclass
 class Workload:
     """A StatefulSet, Deployment or Job and the pods it has made."""
 
     obj: LiveObject
     pods: list[Pod] = field(default_factory=list)
-    planned: list[tuple[str, str, str]] = field(default_factory=list)  # (pod name, netns, ip)
+    planned: list[Planned] = field(default_factory=list)
     state: str = "pending"  # pending, running, done, failed, blocked
     detail: str = ""
+    made: int = 0
+    """Pods named so far: each new pod of a Deployment or Job takes the next number."""
 
     @property
     def template(self) -> dict[str, Any]:
@@ -96,73 +119,76 @@ class Workload:
     def component(self) -> str:
         return self.labels.get("app.kubernetes.io/component", "")
 
+    @property
+    def replicas(self) -> int:
+        return int(self.obj.manifest["spec"].get("replicas", 1))
+
+    def next_name(self) -> str:
+        self.made += 1
+        return f"{self.obj.name}-{self.made - 1}"
+
+
+@dataclass
+class Node:
+    """What the stack's node provides to the pods it runs."""
+
+    net: StackNetwork
+    root: Path
+    images: ImageSet
+    registry: Registry
+    events: Events
+    cgroup: Cgroup
+    meter: Meter
+
 
 class Cluster:
-    def __init__(self, stack: str, rec: Recording, images: ImageSet, net: StackNetwork, root: Path,
-                 outside_hosts: dict[str, str], events: Optional[Events] = None) -> None:
+    def __init__(self, stack: str, rec: Recording, node: Node, outside_hosts: dict[str, str]) -> None:
         self.stack = stack
         self.rec = rec
-        self.images = images
-        self.net = net
-        self.root = root
-        self.events = events or Events()
+        self.node = node
+        self.net = node.net
+        self.root = node.root
+        self.events = node.events
         self.objects = live_objects(rec)
         self.store = object_store(self.objects)
         self.workloads = {o.key: Workload(o) for o in self.objects if o.kind in WORKLOADS}
-        self.namespace = next((o.name for o in self.objects if o.kind == "Namespace"), "default")
-        self._plan()
-        self.hosts = self._hosts(outside_hosts)
-        self.claims_root = root / "claims"
+        namespace = next((o for o in self.objects if o.kind == "Namespace"), None)
+        self.namespace = namespace.name if namespace else "default"
+        self.namespace_labels = dict((namespace.manifest["metadata"].get("labels") or {}) if namespace else {})
+        self.services = Services([o.manifest for o in self.objects if o.kind == "Service"], self.net.index,
+                                 self.backends, self.namespace)
+        for w in self.workloads.values():
+            if w.obj.kind != "Job":
+                w.planned = self.plan(w)
+        self.hosts: dict[str, list[str]] = {name: [ip] for name, ip in outside_hosts.items()}
+        self.hosts.update(self.services.hosts(self._planned_ips))
+        self.claims_root = self.root / "claims"
+        self._stopping = threading.Event()
 
     # -- planning ---------------------------------------------------------------------
 
-    def _plan(self) -> None:
-        """Names and addresses of the long-running pods, known before anything starts, so the
-        hosts file can map every Service name to the pods behind it."""
-        for w in self.workloads.values():
-            if w.obj.kind == "Job":
-                continue  # Job pods come and go; nothing resolves to them
-            for i in range(int(w.obj.manifest["spec"].get("replicas", 1))):
-                name = f"{w.obj.name}-{i}"
-                ns, ip = self.net.add_pod(name)
-                w.planned.append((name, ns, ip))
+    def plan(self, w: Workload) -> list[Planned]:
+        """Names and addresses of a workload's pods, known before they start."""
+        names = ([f"{w.obj.name}-{i}" for i in range(w.replicas)] if w.obj.kind == "StatefulSet"
+                 else [w.next_name() for _ in range(w.replicas)])
+        return [Planned(name, *self.net.add_pod(name)) for name in names]
 
-    def _hosts(self, outside_hosts: dict[str, str]) -> dict[str, list[str]]:
-        hosts: dict[str, list[str]] = {name: [ip] for name, ip in outside_hosts.items()}
-        for o in self.objects:
-            if o.kind != "Service":
-                continue
-            selector = o.manifest["spec"].get("selector") or {}
-            ips = [ip for w in self.workloads.values() if w.obj.kind != "Job" and matches(selector, w.labels)
-                   for _, _, ip in w.planned]
-            self._check_ports(o, selector)
-            ns = o.manifest["metadata"].get("namespace", self.namespace)
-            for name in (o.name, f"{o.name}.{ns}", f"{o.name}.{ns}.svc", f"{o.name}.{ns}.svc.cluster.local"):
-                hosts[name] = ips
-        return hosts
+    def _planned_ips(self, selector: dict[str, str]) -> list[str]:
+        return [p.ip for w in self.workloads.values() if w.obj.kind != "Job" and matches(selector, w.labels)
+                for p in w.planned]
 
-    def _check_ports(self, service: LiveObject, selector: dict[str, str]) -> None:
-        """Names resolve to pod IPs here (no kube-proxy), so a Service must not remap ports."""
-        for port in service.manifest["spec"].get("ports") or []:
-            target = port.get("targetPort", port["port"])
-            for w in self.workloads.values():
-                if w.obj.kind == "Job" or not matches(selector, w.labels):
-                    continue
-                container_ports = {p.get("name"): int(p["containerPort"])
-                                   for c in w.template["spec"]["containers"] for p in c.get("ports") or []}
-                resolved = int(target) if str(target).isdigit() else container_ports.get(str(target))
-                if resolved != int(port["port"]):
-                    raise ValueError(f"Service {service.name} maps port {port['port']} to {target}: "
-                                     "the runner resolves names to pod IPs and cannot remap ports")
-
-    def _etc_files(self, pod: str, ip: str, spec: dict[str, Any]) -> dict[str, Path]:
+    def etc_files(self, pod: str, ip: str, spec: dict[str, Any]) -> dict[str, Path]:
         d = self.root / "pods" / pod / "etc"
         d.mkdir(parents=True, exist_ok=True)
         # The image's accounts only: a runtime adds none for runAsUser, so a uid the image lacks
         # has no entry (postgres's entrypoint must then fake one for initdb, as in a cluster).
         users = {"root": 0}
         for c in spec["containers"]:
-            users.update(dict(self.images(c["image"]).users))
+            try:
+                image = self.node.images.stand_in(c["image"], built=self.node.registry.is_built(c["image"]))
+            except LookupError:
+                continue  # it will not be pulled either
+            users.update(dict(image.users))
         sc = spec.get("securityContext") or {}
         (d / "passwd").write_text("".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/sbin/nologin\n" for n, u in users.items()))
         groups = dict(users)
@@ -177,9 +203,31 @@ class Cluster:
         (d / "hostname").write_text(pod + "\n")
         return {name: d / name for name in ("passwd", "group", "hosts", "resolv.conf", "hostname")}
 
-    def _pod(self, name: str, ns: str, ip: str, spec: dict[str, Any], claims: Optional[dict[str, Path]] = None) -> Pod:
-        return Pod(name, spec, ip, ns, self.root / "pods" / name, self.store, self.images,
-                   self._etc_files(name, ip, spec), self.events, claims=claims, namespace=self.namespace)
+    def pull(self, ref: str, pull_secrets: list[dict[str, str]]) -> Image:
+        """The kubelet's pull: the registry decides whether the image exists and may be pulled."""
+        self.node.registry.pull(ref, pull_secrets)
+        return self.node.images.stand_in(ref, built=self.node.registry.is_built(ref))
+
+    def create_pod(self, w: Workload, planned: Planned, claims: Optional[dict[str, Path]] = None) -> Optional[Pod]:
+        """Admission, then the pod started; None (and the workload failed) when refused."""
+        spec = w.template["spec"]
+        refused = admit(spec, self.namespace_labels)
+        if refused:
+            w.state, w.detail = "failed", (f"FailedCreate: pods \"{planned.name}\" is forbidden: violates PodSecurity "
+                                           f"\"restricted:latest\": {'; '.join(refused)}")
+            self.events.add("admission", w.detail)
+            return None
+        setup = PodSetup(self.store, self.pull, self.events, self.node.cgroup, self.namespace, self.node.meter)
+        pod = Pod(planned.name, spec, w.labels, planned.ip, planned.netns, self.root / "pods" / planned.name, setup,
+                  self.etc_files(planned.name, planned.ip, spec), claims=claims)
+        for c in pod.containers:
+            self.node.meter.track(f"{w.component}/{c.name}", c, job=w.obj.kind == "Job")
+        w.pods.append(pod)
+        pod.start()
+        return pod
+
+    def backends(self) -> list[Pod]:
+        return [p for w in self.workloads.values() if w.obj.kind != "Job" for p in list(w.pods)]
 
     # -- applying ------------------------------------------------------------------------
 
@@ -188,9 +236,15 @@ class Cluster:
 
     def apply(self, timeout: float, only: Optional[set[str]] = None) -> dict[str, Workload]:
         """Create workloads as their dependencies complete; return the workloads' final states.
-        With `only`, the other workloads are taken as they stand (a second `up` of some objects)."""
+        With `only`, the other workloads are taken as they stand (a second `up` of some objects:
+        each of those gets a new set of planned pods, created only if its dependencies complete)."""
         deadline = time.monotonic() + timeout
         started: set[str] = set() if only is None else {k for k in self.workloads if k not in only}
+        for key in only or ():
+            w = self.workloads[key]
+            w.state, w.detail = "pending", ""
+            if w.obj.kind != "Job":
+                w.planned = self.plan(w)
         while time.monotonic() < deadline:
             progressed = False
             for w in self.workloads.values():
@@ -227,24 +281,44 @@ class Cluster:
         except Exception as error:  # reported as the workload's failure
             w.state, w.detail = "failed", f"{type(error).__name__}: {error}"
 
+    def _claims(self, w: Workload, pod: str) -> dict[str, Path]:
+        templates = w.obj.manifest["spec"].get("volumeClaimTemplates") or []
+        return {t["metadata"]["name"]: self.claims_root / pod / t["metadata"]["name"] for t in templates}
+
     def _run_replicas(self, w: Workload, deadline: float) -> None:
-        spec = w.template["spec"]
-        claims = [t["metadata"]["name"] for t in w.obj.manifest["spec"].get("volumeClaimTemplates") or []]
-        for name, ns, ip in w.planned:
-            pod_claims = {c: self.claims_root / name / c for c in claims}
-            pod = self._pod(name, ns, ip, spec, pod_claims)
-            w.pods.append(pod)
-            pod.start()
-        while time.monotonic() < deadline:
-            if all(p.ready for p in w.pods):
+        mine = []
+        for planned in w.planned:
+            pod = self.create_pod(w, planned, self._claims(w, planned.name))
+            if pod is None:
+                return
+            mine.append(pod)
+        while time.monotonic() < deadline and w.state == "running":
+            if all(p.ready for p in mine):
                 w.state = "done"
                 self.events.add("apply", f"{w.obj.key} ready")
+                break
+            stuck = [f"{p.name}: {c.waiting}" for p in mine for c in p.containers if p.blocked and c.waiting]
+            if stuck:
+                w.state, w.detail = "failed", "; ".join(stuck)
                 return
             time.sleep(0.2)
-        w.state, w.detail = "failed", "pods not ready: " + "; ".join(
-            f"{p.name}: "
-            f"{p.containers[0].last_readiness.detail if p.containers[0].last_readiness else 'no probe result'}"
-            for p in w.pods if not p.ready)
+        else:
+            if w.state == "running":
+                w.state, w.detail = "failed", "pods not ready: " + "; ".join(
+                    f"{p.name}: {self.why(p)}" for p in mine if not p.ready)
+            return
+        self._replace_lost(w)
+
+    def _replace_lost(self, w: Workload) -> None:
+        """The ReplicaSet's (or StatefulSet's) part: a pod deleted or evicted gets a successor."""
+        replaced: set[int] = set()
+        while not self._stopping.wait(0.5):
+            for pod in list(w.pods):
+                if pod.deleted and id(pod) not in replaced:
+                    replaced.add(id(pod))
+                    name = pod.name if w.obj.kind == "StatefulSet" else w.next_name()
+                    self.events.add("controller", f"{w.obj.key}: {pod.name} gone, creating {name}")
+                    self.create_pod(w, Planned(name, *self.net.add_pod(name)), self._claims(w, name))
 
     def _run_job(self, w: Workload, deadline: float) -> None:
         spec = w.obj.manifest["spec"]
@@ -252,11 +326,13 @@ class Cluster:
         active_deadline = time.monotonic() + float(spec.get("activeDeadlineSeconds", 1e9))
         failures, delay = 0, 10.0
         while True:
-            name = f"{w.obj.name}-{failures}"
-            ns, ip = self.net.add_pod(name)
-            pod = self._pod(name, ns, ip, w.template["spec"])
-            w.pods.append(pod)
-            pod.start()
+            name = w.next_name()
+            pod = self.create_pod(w, Planned(name, *self.net.add_pod(name)))
+            if pod is None:
+                return
+            if pod.blocked:
+                w.state, w.detail = "failed", "; ".join(f"{name}: {c.waiting}" for c in pod.containers if c.waiting)
+                return
             while pod.phase == "Running" and time.monotonic() < min(deadline, active_deadline):
                 time.sleep(0.2)
             if pod.phase == "Running":
@@ -269,14 +345,29 @@ class Cluster:
                 return
             failures += 1
             if failures > backoff_limit:
-                w.state, w.detail = "failed", f"BackoffLimitExceeded after {failures} failed pod(s)"
+                reasons = [r for c in pod.containers for r in c.reasons[-1:]]
+                w.state, w.detail = "failed", (f"BackoffLimitExceeded after {failures} failed pod(s), "
+                                               f"the last {', '.join(reasons) or 'without a reason'}")
                 return
             time.sleep(delay)
             delay *= 2
 
     # -- queries -------------------------------------------------------------------------
 
+    def why(self, p: Pod) -> str:
+        """A pod that is not Ready, as `kubectl describe` would summarise it."""
+        c = p.containers[0]
+        if c.waiting:
+            return c.waiting
+        last = c.last_readiness.detail if c.last_readiness else "no readiness result"
+        ended = f"; last exits {list(zip(c.exit_codes, c.reasons, strict=True))[-3:]}" if c.exit_codes else ""
+        return f"not ready ({last}); restarts {c.restarts}{ended}; log: {c.log_tail(8)[-600:]}"
+
     def pods(self, component: str) -> list[Pod]:
+        """The pods a Service would send to: not deleted, not finished (as `kubectl get` lists them)."""
+        return [p for p in self.all_pods(component) if not p.deleted and p.phase in ("Pending", "Running")]
+
+    def all_pods(self, component: str) -> list[Pod]:
         return [p for w in self.workloads.values() if w.component == component for p in w.pods]
 
     def workload(self, component: str, kind: Optional[str] = None) -> Workload:
@@ -289,6 +380,8 @@ class Cluster:
         return self.store.config_maps[name]
 
     def stop(self) -> None:
+        self._stopping.set()
+        self.services.stop()
         for w in self.workloads.values():
             for p in w.pods:
                 p.stop_all()

@@ -1,6 +1,6 @@
 """What stands in for each image the manifests name, since nothing can be pulled here.
 
-The bundler image is the `/app` tree `tools.upstream` lays out from the pinned Dockerfile, with
+The bundler image is the `/app` tree `tests.e2e.upstream` lays out from the pinned Dockerfile, with
 that Dockerfile's ENTRYPOINT, CMD, WORKDIR and user. Third-party images are Debian's binaries
 of the same programs (PostgreSQL, redis-server) or a stand-in speaking the same protocol
 (moto for MinIO's S3, boto3 for `mc mb`), each with the entrypoint semantics of the image it
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from tools.upstream import Prepared
+from tests.e2e.registry import Reference
+from tests.e2e.upstream import Prepared
 
 HERE = Path(__file__).resolve().parent
 STAND_INS = HERE / "images"
@@ -66,12 +67,11 @@ def _python_binds() -> tuple[tuple[Path, str], ...]:
 
 
 class ImageSet:
-    """Resolves an image reference from a manifest to its stand-in."""
+    """The stand-in for each image a manifest may name."""
 
-    def __init__(self, app: Prepared, bundler_repository: str, bin_dir: Path, yarn_dir: Path,
+    def __init__(self, app: Prepared, bin_dir: Path, yarn_dir: Path,
                  extra_env: dict[str, str], extra_binds: tuple[tuple[Path, str], ...] = ()) -> None:
         self.app = app
-        self.bundler_repository = bundler_repository
         self.extra_env = extra_env
         self.extra_binds = extra_binds
         self._write_bin(bin_dir)
@@ -104,11 +104,12 @@ class ImageSet:
             wrapper.write_text(f'#!/bin/sh\nexec {PYTHON} {STAND_IN_DIR}/{script} "$@"\n')
             wrapper.chmod(0o755)
 
-    def __call__(self, ref: str) -> Image:
-        repository = ref.split("@", 1)[0].rsplit(":", 1)[0] if "@" in ref or ref.count(":") > 0 else ref
-        if ref.startswith(self.bundler_repository):
+    def stand_in(self, ref: str, built: bool) -> Image:
+        """What runs for a reference the registry let the kubelet pull: the bundler tree for
+        what a stack's build pushed, else the stand-in for the repository's program."""
+        if built:
             return self.bundler
-        name = repository.rsplit("/", 1)[-1]
+        name = Reference.parse(ref).repository.rsplit("/", 1)[-1]
         found = {"postgres": self.postgres, "redis": self.redis, "minio": self.minio, "mc": self.mc}.get(name)
         if found is None:
             raise LookupError(f"no stand-in for image {ref}")

@@ -3,18 +3,22 @@
 Layout (all namespaces made by this test and removed after it; no traffic reaches the host's
 own interfaces or leaves the machine):
 
-    outside (10.245.N.0/24)  <- veth ->  node (runner, kubelet, bridge 10.244.N.1)  <- bridge ->  pods (10.244.N.x)
+    outside (10.245.N.0/24)  <- veth ->  node (runner, kubelet, 10.244.N.1)  <- a veth per pod ->  pods (10.244.N.x/32)
 
 The node namespace plays the Kubernetes node: the runner runs there, so httpGet/tcpSocket
 probes come from the node, as the kubelet's do. Each pod has its own namespace and address,
-so `status.podIP` is real and several replicas can listen on the same port. Traffic from pods
-to the outside is masqueraded by the node (nftables), as a cluster's egress NAT does: that is
-how prod's managed services see the pods, and why a probe must not rely on the pod address.
+so `status.podIP` is real and several replicas can listen on the same port. Pods are routed,
+not bridged (as Calico and the cloud CNIs do): each pod's only route is the node, so every
+packet between pods, and to a Service address, crosses the node's netfilter, where
+`tests.e2e.services` translates Service addresses as kube-proxy does. Traffic from pods to the
+outside is masqueraded by the node (nftables), as a cluster's egress NAT does: that is how
+prod's managed services see the pods, and why a probe must not rely on the pod address.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 from dataclasses import dataclass, field
 
@@ -75,21 +79,22 @@ class StackNetwork:
         return str(self.pod_cidr.network_address + 1)
 
     @property
+    def outside_gateway(self) -> str:
+        """The node's address towards the outside: a source no probe uses."""
+        return str(self.outside_cidr.network_address + 1)
+
+    @property
     def outside_ns(self) -> str:
         return f"{self.prefix}-outside"
 
     def setup(self) -> None:
         """Bridge and NAT in this (node) namespace, and the outside namespace."""
         run(IP, "link", "set", "lo", "up")
-        run(IP, "link", "add", "br0", "type", "bridge")
-        run(IP, "addr", "add", f"{self.gateway}/24", "dev", "br0")
-        run(IP, "link", "set", "br0", "up")
         run("/usr/sbin/sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.teardown()  # what an interrupted run left
         run(IP, "netns", "add", self.outside_ns)
-        outside_gateway = str(self.outside_cidr.network_address + 1)
         run(IP, "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", self.outside_ns)
-        run(IP, "addr", "add", f"{outside_gateway}/24", "dev", "vout")
+        run(IP, "addr", "add", f"{self.outside_gateway}/24", "dev", "vout")
         run(IP, "link", "set", "vout", "up")
         for args in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up")):
             run(IP, "-n", self.outside_ns, *args)
@@ -124,10 +129,14 @@ class StackNetwork:
         delete_netns(ns)
         run(IP, "netns", "add", ns)
         run(IP, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run(IP, "link", "set", host_if, "master", "br0", "up")
+        # The node answers for the gateway on every pod link; the pod is a /32 behind it.
+        run(IP, "addr", "add", f"{self.gateway}/32", "dev", host_if)
+        run(IP, "link", "set", host_if, "up")
+        run(IP, "route", "add", f"{address}/32", "dev", host_if)
         for args in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up"),
-                     ("addr", "add", f"{address}/24", "dev", "eth0"),
-                     ("route", "add", "default", "via", self.gateway)):
+                     ("addr", "add", f"{address}/32", "dev", "eth0"),
+                     ("route", "add", self.gateway, "dev", "eth0", "scope", "link"),
+                     ("route", "add", "default", "via", self.gateway, "dev", "eth0")):
             run(IP, "-n", ns, *args)
         self.pods[pod] = ns
         return ns, address
@@ -139,3 +148,37 @@ class StackNetwork:
             # Not the node: this runner lives there (the orchestrator removes it).
             if ns.startswith(f"{self.prefix}-") and ns != node_namespace(self.prefix):
                 delete_netns(ns)
+
+
+def partition(netns: str, address: str, port: int, on: bool) -> None:
+    """Inside one pod: refuse (or allow again) its connections to address:port, a network fault
+    that the pod's other traffic does not see."""
+    rules = "table ip e2e_fault\ndelete table ip e2e_fault\n"
+    if on:
+        rules += ("table ip e2e_fault {\n  chain output {\n    type filter hook output priority 0;\n"
+                  f"    ip daddr {address} tcp dport {port} reject with tcp reset\n  }}\n}}\n")
+    done = subprocess.run(["/usr/bin/nsenter", f"--net=/run/netns/{netns}", NFT, "-f", "-"], input=rules,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"nft in {netns} failed: {done.stderr.strip()}")
+
+
+def count_syns(netns: str, source: str, port: int) -> None:
+    """Inside one pod: count the connections from `source` to its `port` (a counter in the pod's
+    own netfilter, so it sees what reached the pod, whatever routed it there)."""
+    rules = ("table ip e2e_count\ndelete table ip e2e_count\ntable ip e2e_count {\n  chain input {\n"
+             "    type filter hook input priority 0;\n"
+             f"    ip saddr {source} tcp dport {port} tcp flags & (syn | ack) == syn counter\n  }}\n}}\n")
+    done = subprocess.run(["/usr/bin/nsenter", f"--net=/run/netns/{netns}", NFT, "-f", "-"], input=rules,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"nft in {netns} failed: {done.stderr.strip()}")
+
+
+def syns_counted(netns: str) -> int:
+    done = subprocess.run(["/usr/bin/nsenter", f"--net=/run/netns/{netns}", NFT, "list", "table", "ip", "e2e_count"],
+                          capture_output=True, text=True)
+    found = re.search(r"counter packets (\d+)", done.stdout)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"no connection counter in {netns}: {done.stderr.strip()}")
+    return int(found.group(1))

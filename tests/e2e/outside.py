@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.e2e import spawn
 from tests.e2e.images import STAND_INS
 from tests.probes.servers import pg_binary
 
@@ -87,16 +88,26 @@ class OutsideService:
     env: dict[str, str] = field(default_factory=dict)
     user: Optional[int] = None
     proc: Optional[subprocess.Popen[bytes]] = None
+    secret_files: list[Path] = field(default_factory=list)
+    """Files that hold a credential, removed at tear-down (`forget`)."""
 
     def start(self) -> OutsideService:
-        prefix = [NSENTER, f"--net=/run/netns/{self.netns}"]
+        # Killed with the runner, however it ends (setpriv sets the parent-death signal last,
+        # after the uid change, which would clear it).
+        prefix = [NSENTER, f"--net=/run/netns/{self.netns}", "/usr/bin/setpriv"]
         if self.user is not None:
-            prefix += ["/usr/bin/setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups"]
+            prefix += [f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups"]
+        prefix += ["--pdeathsig", "KILL"]
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([*prefix, *self.argv], env={**os.environ, **self.env}, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = spawn.popen([*prefix, *self.argv], env={**os.environ, **self.env}, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         wait_port(self.address, self.port, 30, self.name, self.proc)
         return self
+
+    def forget(self) -> None:
+        self.stop()
+        for path in self.secret_files:
+            path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -155,7 +166,7 @@ def redis(netns: str, root: Path, name: str, address: str, port: int, password: 
     conf.write_text("\n".join(lines) + "\n")
     conf.chmod(0o600)
     return OutsideService(name, netns, ["/usr/bin/redis-server", str(conf)], address, port,
-                          root / f"{name}.log").start()
+                          root / f"{name}.log", secret_files=[conf] if password else []).start()
 
 
 def s3(netns: str, root: Path, address: str, tls: tuple[Path, Path, Path], bucket: str) -> OutsideService:

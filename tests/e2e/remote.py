@@ -2,9 +2,10 @@
 
     python -m tests.e2e.remote [--stack local] [--namespace NS] [--context CTX] [--node-path DIR]
 
-Runs the scenarios of `tests.e2e.stack.StackTest` that need no emulated kubelet, with the same
-code: `RemoteTest` gives them a cluster view and clients backed by kubectl instead of the
-emulator's. The API and admin are reached through `kubectl port-forward svc/...`, PostgreSQL and
+Runs the scenarios of `tests.e2e.scenarios` that need no emulated kubelet (those declared
+`remote`), with the same code: `RemoteTest` gives them a cluster view and clients backed by
+kubectl instead of the emulator's, and declares its plan's lines before it starts, as the
+emulated run does. The API and admin are reached through `kubectl port-forward svc/...`, PostgreSQL and
 both Redis through `kubectl exec` in their pods (psql over the local socket, redis-cli with the
 password the cache pod has as a file, read by its shell), the bucket through a port-forward to
 MinIO and boto3. Secrets are read
@@ -32,9 +33,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from components.data_containers import authenticated_redis_cli
-from tests.e2e.stack import HERE, SMALL, Report, StackTest, http_get, test_secrets
+from tests.e2e.clients import HERE, SMALL, http_get
+from tests.e2e.context import Context
+from tests.e2e.plan import Step, run_plan, scenario
+from tests.e2e.report import Report
+from tests.e2e.scenarios import capacity, data_path, probes, security, workloads
+from tests.e2e.stack import test_secrets
 from tests.e2e.upstream.dependencies import locked_version
-from tools.harness import ROOT, stack_config
+from tools.harness import ROOT, Recording, run_program, stack_config
+from tools.render import promote_outputs
 
 COMPONENT = "app.kubernetes.io/component"
 # The upstream's modules client.js needs, at the versions the upstream tree here resolves.
@@ -167,6 +174,9 @@ class KubectlCluster:
 
     def pods(self, component: str) -> list[RemotePod]:
         return self._pods(component, live=True)
+
+    def all_pods(self, component: str) -> list[RemotePod]:
+        return self._pods(component, live=False)
 
     @property
     def workloads(self) -> dict[str, RemoteWorkload]:
@@ -320,14 +330,58 @@ class KubectlClients:
 # ---------------------------------------------------------------- the scenarios
 
 
-class RemoteTest(StackTest):
-    """StackTest's HTTP- and data-level scenarios, unchanged, on a cluster kubectl reaches."""
+def _applied_lines(t: Context) -> list[str]:
+    return workloads.workload_lines(t)
 
-    # The emulator's types are what StackTest's methods read; these provide the same members.
-    cluster: KubectlCluster  # type: ignore[assignment]
-    clients: KubectlClients  # type: ignore[assignment]
+
+@scenario(lines=_applied_lines, remote=True, gate=True)
+def applied(t: RemoteTest) -> None:
+    """What `pulumi up` left: every workload ready, the Jobs complete, every migration applied."""
+    listed = list(t.cluster.workloads.values())  # one listing: each read is a kubectl round trip
+    for w in listed:
+        if w.obj.kind == "Job":
+            continue
+        want = int(w.obj.manifest["spec"].get("replicas", 1))
+        ready = int((w.obj.manifest.get("status") or {}).get("readyReplicas", 0))
+        pods = ", ".join(f"{p.name} {'ready' if p.ready else 'NOT ready'} (restarts "
+                         f"{sum(c.restarts for c in p.containers)})" for p in w.pods)
+        t.ok(f"{w.obj.kind.lower()} {w.obj.name}", ready >= want, f"{ready} of {want} replicas ready; {pods}")
+    jobs = [w for w in listed if w.obj.kind == "Job"]
+    for job in jobs:
+        status = job.obj.manifest.get("status") or {}
+        done = int(status.get("succeeded", 0)) >= 1
+        counts = f"succeeded {status.get('succeeded', 0)}, failed {status.get('failed', 0)}"
+        if job.component == "migration":
+            complete, seen = workloads.migrations_complete(t, done)
+            t.ok("migration job", complete, f"{job.obj.name} {counts}; {seen}")
+        else:
+            t.ok(f"job {job.obj.name}", done, counts)
+    if not any(j.component == "migration" for j in jobs):
+        t.ok("migration job", False, "no Job labelled migration in the namespace")
+
+
+# What the shared scenarios need of a real cluster only (no emulated kubelet), in the emulator's order.
+REMOTE_PLAN: list[Step] = [
+    applied,
+    data_path.info,
+    data_path.stats_before,
+    data_path.upload,
+    capacity.burst,
+    data_path.admin,
+    security.database_password,
+    probes.worker_liveness_source,
+    security.secrets_in_logs,
+]
+
+
+class RemoteTest(Context):
+    """The shared scenarios, unchanged, on a cluster kubectl reaches."""
+
+    cluster: KubectlCluster
+    clients: KubectlClients
 
     def __init__(self, stack: str, kubectl: Kubectl, workdir: Path, node_path: Optional[Path] = None) -> None:
+        super().__init__()
         self.stack = stack
         self.root = workdir
         self.report = Report(stack)
@@ -344,64 +398,29 @@ class RemoteTest(StackTest):
             self.clients.connect()
             # The render-only checks evaluate the program with the wallet that is deployed.
             self.values = {**test_secrets(self.stack), "arweaveWallet": self.clients.wallet}
-            self.scenarios()
+            run_plan(self, REMOTE_PLAN)
         except Exception as error:  # a crash of the runner is a failure, never a skip
             self.ok("runner", False, f"{type(error).__name__}: {error}")
         finally:
             self.clients.close()
+        self.report.finish()
         return self.report
 
-    def scenarios(self) -> None:
-        if not self.apply():
-            return
-        self.info()
-        self.upload()
-        self.admin()
-        self.connections()
-        self.database_password()
-        self.worker_liveness_source()
-        self.restarts_and_logs()
+    def render(self, overrides: Optional[dict[str, Any]] = None) -> Recording:
+        return run_program(self.stack, overrides=overrides, secrets=dict(self.values),
+                           stack_outputs=promote_outputs(self.stack))
 
-    def apply(self) -> bool:
-        """What `pulumi up` left: every workload ready, the Jobs complete, every migration applied."""
-        all_done = True
-        workloads = list(self.cluster.workloads.values())  # one listing: each read is a kubectl round trip
-        for w in workloads:
-            if w.obj.kind == "Job":
-                continue
-            want = int(w.obj.manifest["spec"].get("replicas", 1))
-            ready = int((w.obj.manifest.get("status") or {}).get("readyReplicas", 0))
-            pods = ", ".join(f"{p.name} {'ready' if p.ready else 'NOT ready'} (restarts "
-                             f"{sum(c.restarts for c in p.containers)})" for p in w.pods)
-            all_done &= self.ok(f"{w.obj.kind.lower()} {w.obj.name}", ready >= want,
-                                f"{ready} of {want} replicas ready; {pods}")
-        jobs = [w for w in workloads if w.obj.kind == "Job"]
-        for job in jobs:
-            status = job.obj.manifest.get("status") or {}
-            done = int(status.get("succeeded", 0)) >= 1
-            if job.component == "migration":
-                complete = done and self._migrations_complete("done")
-                all_done &= self.ok("migration job", complete,
-                                    f"{job.obj.name} succeeded {status.get('succeeded', 0)}, failed "
-                                    f"{status.get('failed', 0)}; {self.migration_detail if done else ''}")
-            else:
-                all_done &= self.ok(f"job {job.obj.name}", done, f"succeeded {status.get('succeeded', 0)}, "
-                                                                 f"failed {status.get('failed', 0)}")
-        if not any(j.component == "migration" for j in jobs):
-            all_done = self.ok("migration job", False, "no Job labelled migration in the namespace")
-        return all_done
-
-    def _source_migrations(self) -> list[str]:
+    def source_migrations(self) -> list[str]:
         """The migrations in the image the cluster runs (the API's /app), not a local tree."""
         container = self.cluster.deployment("bundler-api")["spec"]["template"]["spec"]["containers"][0]["name"]
         listing = self.cluster.kubectl.run("exec", "deploy/bundler-api", "-c", container, "--",
                                            "ls", "/app/lib/migrations")
         return sorted(n[:-3] for n in listing.split() if n.endswith(".js"))
 
-    def _service_url(self, name: str) -> str:
+    def service_url(self, name: str) -> str:
         return self.clients.forward(name)
 
-    def _upload_data_entries(self) -> list[str]:
+    def upload_data_entries(self) -> list[str]:
         path = self.cluster.config().get("FS_DATA_PATH", "")
         container = self.cluster.deployment("bundler-api")["spec"]["template"]["spec"]["containers"][0]["name"]
         listing = self.cluster.kubectl.run("exec", "deploy/bundler-api", "-c", container, "--",
