@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from components.data_containers import REDIS_CLI_WITH_AUTH
-from tests.e2e import remote
+from tests.e2e import kubectl, remote
 from tests.e2e.plan import run_one
 from tests.e2e.report import Report
 from tests.e2e.scenarios import data_path
@@ -89,7 +89,7 @@ def stats(timestamp: str, completed: int) -> str:
 
 def pod(name: str, component: str, ip: str, ready: bool = True, phase: str = "Running", restarts: int = 0,
         deleting: bool = False) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": NS, "labels": {remote.COMPONENT: component}}
+    meta: dict[str, Any] = {"name": name, "namespace": NS, "labels": {kubectl.COMPONENT: component}}
     if deleting:
         meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
@@ -110,7 +110,7 @@ def api_deployment() -> dict[str, Any]:
     env = [{"name": n, "valueFrom": {"secretKeyRef": {"name": "bundler-credentials-e98730b189", "key": k}}}
            for n, k in (("DB_PASSWORD", "db-password"), ("ADMIN_PASSWORD", "admin-password"))]
     return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "bundler-api", "labels": {remote.COMPONENT: "api"}},
+            "metadata": {"name": "bundler-api", "labels": {kubectl.COMPONENT: "api"}},
             "spec": {"replicas": 1, "template": {"spec": {
                 "containers": [{"name": "api", "env": env,
                                 "envFrom": [{"configMapRef": {"name": "bundler-settings-fa2ab65b00"}}]}],
@@ -175,9 +175,9 @@ def stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     yield state
 
 
-def clients(stubs: dict[str, Any]) -> remote.KubectlClients:
-    kubectl = remote.Kubectl(NS, CONTEXT)
-    return remote.KubectlClients(kubectl, remote.KubectlCluster(kubectl), stubs["root"], node_path=Path("/nm"))
+def clients(stubs: dict[str, Any]) -> kubectl.KubectlClients:
+    k = kubectl.Kubectl(NS, CONTEXT)
+    return kubectl.KubectlClients(k, kubectl.KubectlCluster(k), stubs["root"], node_path=Path("/nm"))
 
 
 def kubectl_calls(stubs: dict[str, Any]) -> list[list[str]]:
@@ -252,9 +252,9 @@ def test_http_goes_through_one_port_forward_per_service(stubs: dict[str, Any]) -
 
 
 def test_a_port_forward_that_fails_says_what_kubectl_printed(stubs: dict[str, Any]) -> None:
-    kubectl = remote.Kubectl(NS, CONTEXT)
-    with pytest.raises(remote.KubectlError, match=r"no forwarding line .*NotFound.*services .missing. not found"):
-        kubectl.port_forward("svc/missing", 3001, timeout=10)
+    k = kubectl.Kubectl(NS, CONTEXT)
+    with pytest.raises(kubectl.KubectlError, match=r"no forwarding line .*NotFound.*services .missing. not found"):
+        k.port_forward("svc/missing", 3001, timeout=10)
 
 
 def test_upload_runs_client_js_with_the_deployed_wallet(stubs: dict[str, Any]) -> None:
@@ -268,7 +268,7 @@ def test_upload_runs_client_js_with_the_deployed_wallet(stubs: dict[str, Any]) -
 
 
 def test_the_cluster_view_reads_pods_as_a_service_would_pick_them(stubs: dict[str, Any]) -> None:
-    cluster = remote.KubectlCluster(remote.Kubectl(NS, CONTEXT))
+    cluster = kubectl.KubectlCluster(kubectl.Kubectl(NS, CONTEXT))
     (api,) = cluster.pods("api")
     assert (api.name, api.ip, api.ready, api.containers[0].restarts, api.containers[0].running()) == \
         ("bundler-api-7d9-abcde", "10.244.0.12", True, 1, True)
@@ -280,7 +280,7 @@ def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any], cap
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The shared info and admin scenarios, unchanged, through the port-forward stub."""
     monkeypatch.setattr(data_path, "STATS_CACHE_SECONDS", 0.1)  # the stub's statistics never refresh
-    test = remote.RemoteTest("dev", remote.Kubectl(NS, CONTEXT), stubs["root"], node_path=Path("/nm"))
+    test = remote.RemoteTest("dev", kubectl.Kubectl(NS, CONTEXT), stubs["root"], node_path=Path("/nm"))
     test.clients.connect()
     test.values = {"arweaveWallet": stubs["wallet"]}
     # One upload accepted since the first reading of the statistics (4 completed then, 5 now).

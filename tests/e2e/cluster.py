@@ -1,131 +1,32 @@
-"""The objects a stack's program registers, applied in the order Pulumi applies them.
+"""A cluster of one node for one stack: its objects, where its pods live, and what they can reach.
 
-`live_objects` turns what the program registered under the mock engine into manifests with
-their real values (Secrets included: this never goes through `tools.render`, whose output is
-redacted, and nothing here is written under build/render). `Cluster.apply` then walks the
-program's own dependency graph: an object is created once everything it depends on is done,
-where done means what the Kubernetes provider awaits (a StatefulSet's or Deployment's pods
-Ready, a Job complete). A failed Job stops everything that waits for it, as a failed
-`pulumi up` does.
-
-Controllers, as far as the scenarios need them: each pod is admitted against the namespace's
-Pod Security level first (refused: `FailedCreate`); a Deployment's or StatefulSet's pod that is
-deleted or evicted is replaced (a Deployment's under a new name and address, a StatefulSet's
-under its own name with its claims); a Job makes a new pod per failure up to `backoffLimit`,
-with the Job controller's backoff, within `activeDeadlineSeconds`. A pod that cannot start
-(refused, image not pulled, configuration refused) fails its workload at once: nothing in a
-run can change that, where a cluster would keep retrying until Pulumi's timeout.
+`Cluster` plans each workload's pods (names and addresses known before anything starts, so the
+hosts file can name every Service), admits each pod against the namespace's Pod Security level
+(refused: `FailedCreate`), pulls its images from the runner's registry, gives it its node-side
+files (passwd, group, hosts, resolv.conf), and answers the scenarios' queries. The controllers
+that create workloads in order and replace what is lost are `tests.e2e.controllers`'.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from tests.e2e import controllers
 from tests.e2e.admission import admit
 from tests.e2e.images import Image, ImageSet
 from tests.e2e.kubelet import Events, Pod, PodSetup
 from tests.e2e.limits import Cgroup
 from tests.e2e.network import StackNetwork
+from tests.e2e.objects import WORKLOADS, LiveObject, Planned, Workload, live_objects, matches, object_store
 from tests.e2e.registry import Registry
 from tests.e2e.services import Services
 from tests.e2e.usage import Meter
-from tests.e2e.volumes import ObjectStore
-from tools.harness import Recording, Registered
-from tools.render import normalise
-
-WORKLOADS = ("StatefulSet", "Deployment", "Job")
-
-
-@dataclass
-class LiveObject:
-    registered: Registered
-    manifest: dict[str, Any]
-
-    @property
-    def kind(self) -> str:
-        return str(self.manifest["kind"])
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest["metadata"]["name"])
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-
-def live_objects(rec: Recording) -> list[LiveObject]:
-    """Every Kubernetes object the program registered, with real (unredacted) values."""
-    objects = []
-    for r in rec.resources:
-        if not (r.custom and r.type.startswith("kubernetes:")):
-            continue
-        body = normalise(r.inputs)
-        body.setdefault("metadata", {})["name"] = rec.k8s_name(r)
-        objects.append(LiveObject(r, body))
-    return objects
-
-
-def object_store(objects: list[LiveObject]) -> ObjectStore:
-    store = ObjectStore()
-    for o in objects:
-        if o.kind == "Secret":
-            data = {k: base64.b64decode(v).decode() for k, v in (o.manifest.get("data") or {}).items()}
-            data.update(o.manifest.get("stringData") or {})
-            store.secrets[o.name] = data
-        elif o.kind == "ConfigMap":
-            store.config_maps[o.name] = dict(o.manifest.get("data") or {})
-    return store
-
-
-def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-@dataclass(frozen=True)
-class Planned:
-    name: str
-    netns: str
-    ip: str
-
-
-@dataclass
-class Workload:
-    """A StatefulSet, Deployment or Job and the pods it has made."""
-
-    obj: LiveObject
-    pods: list[Pod] = field(default_factory=list)
-    planned: list[Planned] = field(default_factory=list)
-    state: str = "pending"  # pending, running, done, failed, blocked
-    detail: str = ""
-    made: int = 0
-    """Pods named so far: each new pod of a Deployment or Job takes the next number."""
-
-    @property
-    def template(self) -> dict[str, Any]:
-        return dict(self.obj.manifest["spec"]["template"])
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.template.get("metadata", {}).get("labels") or {})
-
-    @property
-    def component(self) -> str:
-        return self.labels.get("app.kubernetes.io/component", "")
-
-    @property
-    def replicas(self) -> int:
-        return int(self.obj.manifest["spec"].get("replicas", 1))
-
-    def next_name(self) -> str:
-        self.made += 1
-        return f"{self.obj.name}-{self.made - 1}"
+from tools.harness import Recording
 
 
 @dataclass
@@ -163,7 +64,7 @@ class Cluster:
         self.hosts: dict[str, list[str]] = {name: [ip] for name, ip in outside_hosts.items()}
         self.hosts.update(self.services.hosts(self._planned_ips))
         self.claims_root = self.root / "claims"
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
 
     # -- planning ---------------------------------------------------------------------
 
@@ -235,122 +136,8 @@ class Cluster:
         return [o for o in self.objects if o is not obj and self.rec.depends_on(obj.registered, o.registered)]
 
     def apply(self, timeout: float, only: Optional[set[str]] = None) -> dict[str, Workload]:
-        """Create workloads as their dependencies complete; return the workloads' final states.
-        With `only`, the other workloads are taken as they stand (a second `up` of some objects:
-        each of those gets a new set of planned pods, created only if its dependencies complete)."""
-        deadline = time.monotonic() + timeout
-        started: set[str] = set() if only is None else {k for k in self.workloads if k not in only}
-        for key in only or ():
-            w = self.workloads[key]
-            w.state, w.detail = "pending", ""
-            if w.obj.kind != "Job":
-                w.planned = self.plan(w)
-        while time.monotonic() < deadline:
-            progressed = False
-            for w in self.workloads.values():
-                if w.obj.key in started:
-                    continue
-                deps = [d for d in self.dependencies(w.obj) if d.key in self.workloads]
-                states = [self.workloads[d.key].state for d in deps]
-                if any(s in ("failed", "blocked") for s in states):
-                    w.state, w.detail = "blocked", "waits for " + ", ".join(
-                        d.key for d in deps if self.workloads[d.key].state in ("failed", "blocked"))
-                    started.add(w.obj.key)
-                    progressed = True
-                elif all(s == "done" for s in states):
-                    started.add(w.obj.key)
-                    self.events.add("apply", f"create {w.obj.key}")
-                    threading.Thread(target=self._run_workload, args=(w, deadline), daemon=True).start()
-                    progressed = True
-            if all(w.state in ("done", "failed", "blocked") for w in self.workloads.values()):
-                break
-            if not progressed:
-                time.sleep(0.2)
-        for w in self.workloads.values():
-            if w.state in ("pending", "running"):
-                w.state, w.detail = "failed", w.detail or f"not done within {timeout:.0f} s"
-        return self.workloads
-
-    def _run_workload(self, w: Workload, deadline: float) -> None:
-        w.state = "running"
-        try:
-            if w.obj.kind == "Job":
-                self._run_job(w, deadline)
-            else:
-                self._run_replicas(w, deadline)
-        except Exception as error:  # reported as the workload's failure
-            w.state, w.detail = "failed", f"{type(error).__name__}: {error}"
-
-    def _claims(self, w: Workload, pod: str) -> dict[str, Path]:
-        templates = w.obj.manifest["spec"].get("volumeClaimTemplates") or []
-        return {t["metadata"]["name"]: self.claims_root / pod / t["metadata"]["name"] for t in templates}
-
-    def _run_replicas(self, w: Workload, deadline: float) -> None:
-        mine = []
-        for planned in w.planned:
-            pod = self.create_pod(w, planned, self._claims(w, planned.name))
-            if pod is None:
-                return
-            mine.append(pod)
-        while time.monotonic() < deadline and w.state == "running":
-            if all(p.ready for p in mine):
-                w.state = "done"
-                self.events.add("apply", f"{w.obj.key} ready")
-                break
-            stuck = [f"{p.name}: {c.waiting}" for p in mine for c in p.containers if p.blocked and c.waiting]
-            if stuck:
-                w.state, w.detail = "failed", "; ".join(stuck)
-                return
-            time.sleep(0.2)
-        else:
-            if w.state == "running":
-                w.state, w.detail = "failed", "pods not ready: " + "; ".join(
-                    f"{p.name}: {self.why(p)}" for p in mine if not p.ready)
-            return
-        self._replace_lost(w)
-
-    def _replace_lost(self, w: Workload) -> None:
-        """The ReplicaSet's (or StatefulSet's) part: a pod deleted or evicted gets a successor."""
-        replaced: set[int] = set()
-        while not self._stopping.wait(0.5):
-            for pod in list(w.pods):
-                if pod.deleted and id(pod) not in replaced:
-                    replaced.add(id(pod))
-                    name = pod.name if w.obj.kind == "StatefulSet" else w.next_name()
-                    self.events.add("controller", f"{w.obj.key}: {pod.name} gone, creating {name}")
-                    self.create_pod(w, Planned(name, *self.net.add_pod(name)), self._claims(w, name))
-
-    def _run_job(self, w: Workload, deadline: float) -> None:
-        spec = w.obj.manifest["spec"]
-        backoff_limit = int(spec.get("backoffLimit", 6))
-        active_deadline = time.monotonic() + float(spec.get("activeDeadlineSeconds", 1e9))
-        failures, delay = 0, 10.0
-        while True:
-            name = w.next_name()
-            pod = self.create_pod(w, Planned(name, *self.net.add_pod(name)))
-            if pod is None:
-                return
-            if pod.blocked:
-                w.state, w.detail = "failed", "; ".join(f"{name}: {c.waiting}" for c in pod.containers if c.waiting)
-                return
-            while pod.phase == "Running" and time.monotonic() < min(deadline, active_deadline):
-                time.sleep(0.2)
-            if pod.phase == "Running":
-                pod.delete()
-                w.state, w.detail = "failed", "DeadlineExceeded"
-                return
-            if pod.phase == "Succeeded":
-                w.state = "done"
-                self.events.add("apply", f"{w.obj.key} complete")
-                return
-            failures += 1
-            if failures > backoff_limit:
-                reasons = [r for c in pod.containers for r in c.reasons[-1:]]
-                w.state, w.detail = "failed", (f"BackoffLimitExceeded after {failures} failed pod(s), "
-                                               f"the last {', '.join(reasons) or 'without a reason'}")
-                return
-            time.sleep(delay)
-            delay *= 2
+        """Create workloads as their dependencies complete (`tests.e2e.controllers.apply`)."""
+        return controllers.apply(self, timeout, only)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -380,7 +167,7 @@ class Cluster:
         return self.store.config_maps[name]
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
         self.services.stop()
         for w in self.workloads.values():
             for p in w.pods:

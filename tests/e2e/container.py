@@ -1,11 +1,9 @@
-"""One container: the sandbox its process runs in, how it stops, and how the kubelet probes it.
+"""One container: its instances, how they stop, and how the kubelet probes them.
 
-Each container instance is a bubblewrap sandbox in its pod's network namespace with its own
-PID namespace (the entrypoint is PID 1, so signal semantics are the kernel's, as in a real
-pod), a read-only root when `readOnlyRootFilesystem` says so, the credentials and capabilities
-`tests.e2e.admission.launch` derives from the spec (applied with util-linux `setpriv`), its
-volumes, and a cgroup of its own with the spec's limits (`tests.e2e.limits`), joined before the
-first instruction runs. It dies with the runner (`tests.e2e.spawn`).
+Each instance is the sandbox `tests.e2e.sandbox` describes, with the credentials and
+capabilities `tests.e2e.admission.launch` derives from the spec (applied with util-linux
+`setpriv`) and a cgroup of its own with the spec's limits (`tests.e2e.limits`), joined before
+the first instruction runs. It dies with the runner (`tests.e2e.spawn`).
 
 A container whose cgroup saw an OOM kill when it exited is `OOMKilled`, as the runtime reports
 it. Deleting runs `preStop`, then the image's STOPSIGNAL to PID 1, then SIGKILL when the grace
@@ -17,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -25,7 +22,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -34,32 +30,11 @@ from tests.e2e import spawn, timeouts
 from tests.e2e.admission import Launch
 from tests.e2e.images import Image
 from tests.e2e.limits import Cgroup, Limits
+from tests.e2e.sandbox import NSENTER, SETPRIV, bwrap, command_line, environment, expand, process_tree
 
 if TYPE_CHECKING:
     from tests.e2e.kubelet import Pod
 
-BWRAP, NSENTER, SETPRIV = "/usr/bin/bwrap", "/usr/bin/nsenter", "/usr/bin/setpriv"
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-
-
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes `$(VAR)` expansion: known names are replaced, `$$` escapes, unknown stay."""
-    out = _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), text.replace("$$(", "\0("))
-    return out.replace("\0(", "$(")
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants, parents first (what is gone by the time it is read is left out)."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop(0)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        found.append(current)
-        pending.extend(int(c) for c in children)
-    return found
 
 
 @dataclass
@@ -92,96 +67,12 @@ class Container:
         self.terminating = False
         self.last_readiness: Optional[ProbeResult] = None
         self.lock = threading.Lock()
-        self.env = self._environment()
-        self.argv = self._argv()
+        self.env = environment(spec, image, pod, launch.uid)
+        self.argv = command_line(spec, image, self.env)
         self.log_dir = pod.root / "logs"
-
-    # -- what runs ------------------------------------------------------------------
-
-    def _environment(self) -> dict[str, str]:
-        """Image env, then envFrom, then env (later wins), with $(VAR) expansion in env."""
-        store, pod = self.pod.store, self.pod
-        env: dict[str, str] = {**self.image.env, "HOSTNAME": pod.name}
-        for source in self.spec.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            if "configMapRef" in source:
-                data = store.config_maps[source["configMapRef"]["name"]]
-            else:
-                data = store.secrets[source["secretRef"]["name"]]
-            env.update({prefix + k: v for k, v in data.items()})
-        for item in self.spec.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = expand(str(item["value"]), env)
-                continue
-            source = item.get("valueFrom") or {}
-            if "secretKeyRef" in source:
-                ref = source["secretKeyRef"]
-                env[item["name"]] = store.secret(ref["name"], ref["key"])
-            elif "configMapKeyRef" in source:
-                ref = source["configMapKeyRef"]
-                env[item["name"]] = store.config_map(ref["name"], ref["key"])
-            elif "fieldRef" in source:
-                env[item["name"]] = pod.field(source["fieldRef"]["fieldPath"])
-            else:
-                raise ValueError(f"{pod.name}/{self.name}: unsupported env source {source}")
-        # As runc: HOME, unless set, is the uid's home in the image's /etc/passwd, else "/".
-        env.setdefault("HOME", self._home(self.launch.uid))
-        return env
-
-    def _home(self, uid: int) -> str:
-        for line in self.pod.etc_files["passwd"].read_text().splitlines():
-            fields = line.split(":")
-            if len(fields) >= 6 and fields[2] == str(uid):
-                return fields[5]
-        return "/"
-
-    def _argv(self) -> list[str]:
-        """A `command` replaces the ENTRYPOINT, `args` the CMD; a command alone drops the CMD."""
-        command, args = self.spec.get("command"), self.spec.get("args")
-        entrypoint = list(command) if command is not None else list(self.image.entrypoint)
-        if args is not None:
-            cmd = list(args)
-        elif command is not None:
-            cmd = []
-        else:
-            cmd = list(self.image.cmd)
-        return [expand(str(a), self.env) for a in entrypoint + cmd]
 
     def _setpriv(self) -> list[str]:
         return [SETPRIV, *self.launch.setpriv(), "--"]
-
-    def _bwrap(self, info_fd: int) -> list[str]:
-        pod = self.pod
-        binds: list[tuple[str, str, str]] = [("--ro-bind", "/usr", "/usr"), ("--ro-bind", "/etc", "/etc")]
-        binds += [("--ro-bind", str(path), f"/etc/{name}") for name, path in pod.etc_files.items()]
-        binds += [("--ro-bind", str(host), inside) for host, inside in self.image.binds]
-        for mount in self.spec.get("volumeMounts") or []:
-            volume = pod.volumes[mount["name"]]
-            host_path = volume.path / mount["subPath"] if mount.get("subPath") else volume.path
-            flag = "--ro-bind" if mount.get("readOnly") or volume.read_only else "--bind"
-            binds.append((flag, str(host_path), mount["mountPath"]))
-        args = [NSENTER, f"--net={pod.netns_path}", BWRAP, "--die-with-parent",
-                "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", pod.name,
-                "--as-pid-1", "--info-fd", str(info_fd),
-                "--perms", "0755", "--tmpfs", "/", "--perms", "1777", "--dir", "/tmp"]
-        for src, dst in (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64")):
-            args += ["--symlink", src, dst]
-        # Mount points on the image's root: their parents as an image has them (0755), which
-        # bubblewrap would otherwise create 0700, unreadable to the container's user.
-        made: set[str] = {"/", "/tmp"}
-        for _, _, inside in binds:
-            for parent in (str(p) for p in reversed(Path(inside).parents)):
-                if parent in made or parent.startswith(("/usr", "/etc")):
-                    continue
-                made.add(parent)
-                args += ["--perms", "0755", "--dir", parent]
-        for flag, host, inside in binds:
-            args += [flag, host, inside]
-        args += ["--proc", "/proc", "--dev", "/dev"]
-        if self.launch.read_only_root:
-            args += ["--remount-ro", "/"]
-        args += ["--chdir", self.spec.get("workingDir") or self.image.workdir]
-        return args
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -193,8 +84,9 @@ class Container:
         read_end, write_end = os.pipe()
         log = open(self.log_dir / f"{self.name}.{self.restarts}.log", "wb")  # noqa: SIM115 - held by the child
         with log:
+            sandbox = bwrap(self.pod, self.spec, self.image, self.launch, write_end)
             self.proc = spawn.popen(
-                spawn.cgroup_join(self.cgroup.procs_files, [*self._bwrap(write_end), *self._setpriv(), *self.argv]),
+                spawn.cgroup_join(self.cgroup.procs_files, [*sandbox, *self._setpriv(), *self.argv]),
                 env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(write_end,), start_new_session=True,
             )

@@ -27,11 +27,10 @@ from tests.e2e.admission import CreateContainerConfigError, Launch, launch
 from tests.e2e.container import Container
 from tests.e2e.images import Image
 from tests.e2e.limits import Cgroup, Limits
+from tests.e2e.probing import BACKOFF_START, probe_loop, supervise
 from tests.e2e.registry import PullError
 from tests.e2e.volumes import ObjectStore, PodVolumes
 
-# As the kubelet: the first restart comes at once, then 10 s doubling to 5 minutes.
-BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 # The credentials of a container the kubelet refuses to start: never used to run anything.
 NEVER_STARTED = Launch(65534, 65534, (65534,), (), True, True)
 
@@ -89,7 +88,7 @@ class Pod:
         self.phase = "Pending"
         self.reason = ""
         self.probe_connections = 0
-        self._stop = threading.Event()
+        self.stopped = threading.Event()
         self.volumes = PodVolumes(root, spec, setup.store, claims or {})
         self.cgroup = setup.cgroup.child(name)
         pull_secrets = [setup.store.secrets.get(s["name"], {}) for s in spec.get("imagePullSecrets") or []]
@@ -162,9 +161,11 @@ class Pod:
         self.phase = "Running"
         for container in self.containers:
             container.start()
-            for kind in ("startup", "readiness", "liveness", "supervise"):
-                threading.Thread(target=self._loop, args=(container, kind), daemon=True,
+            for kind in ("startup", "readiness", "liveness"):
+                threading.Thread(target=probe_loop, args=(self, container, kind), daemon=True,
                                  name=f"{self.name}/{container.name}/{kind}").start()
+            threading.Thread(target=supervise, args=(self, container), daemon=True,
+                             name=f"{self.name}/{container.name}/supervise").start()
         threading.Thread(target=self._evictions, daemon=True, name=f"{self.name}/eviction").start()
 
     def _waiting(self) -> None:
@@ -176,103 +177,15 @@ class Pod:
         self.events.add(self.name, f"cannot start: {'; '.join(self.blocked.values())}")
 
         def back_off() -> None:
-            self._stop.wait(BACKOFF_START)
+            self.stopped.wait(BACKOFF_START)
             for c in self.containers:
                 if self.blocked.get(c.name, "").startswith("ErrImagePull"):
                     c.waiting = "ImagePullBackOff: " + self.blocked[c.name].partition(": ")[2]
         threading.Thread(target=back_off, daemon=True).start()
 
-    def _loop(self, c: Container, kind: str) -> None:
-        if kind == "supervise":
-            self._supervise(c)
-            return
-        spec = c.spec.get(f"{kind}Probe")
-        if not spec:
-            if kind == "readiness":
-                # No readiness probe: ready once started.
-                while not self._stop.is_set():
-                    c.ready = c.running() and c.started and not c.terminating
-                    self._stop.wait(0.2)
-            return
-        period = float(spec.get("periodSeconds", 10))
-        failures_allowed = int(spec.get("failureThreshold", 3))
-        successes_needed = int(spec.get("successThreshold", 1))
-        self._stop.wait(float(spec.get("initialDelaySeconds", 0)))
-        failures = successes = 0
-        generation = c.restarts
-        while not self._stop.is_set():
-            if generation != c.restarts:  # a new container instance: probes start over
-                generation, failures, successes = c.restarts, 0, 0
-                if kind == "startup":
-                    c.started = False
-            wanted = (kind == "startup" and not c.started) or (kind != "startup" and c.started)
-            if not wanted or not c.running() or c.terminating or c.held:
-                self._stop.wait(0.2)
-                continue
-            tick = time.monotonic()
-            result = c.probe(spec)
-            if kind == "readiness":
-                c.last_readiness = result
-            if result.ok:
-                failures, successes = 0, successes + 1
-                if kind == "startup":
-                    c.started = True
-                    self.events.add(self.name, f"{c.name} startup probe passed")
-                elif kind == "readiness" and successes >= successes_needed and not c.ready:
-                    c.ready = True
-                    self.events.add(self.name, f"{c.name} ready")
-            else:
-                successes, failures = 0, failures + 1
-                if kind == "readiness" and failures >= failures_allowed and c.ready:
-                    c.ready = False
-                    self.events.add(self.name, f"{c.name} not ready: {result.detail}")
-                elif kind in ("liveness", "startup") and failures >= failures_allowed:
-                    self.events.add(self.name, f"{c.name} {kind} probe failed {failures}x: {result.detail}")
-                    failures = 0
-                    threading.Thread(target=self._restart, args=(c, f"{kind} probe failed"), daemon=True).start()
-                    self._stop.wait(1.0)
-            self._stop.wait(max(0.0, period - (time.monotonic() - tick)))
-
-    def _restart(self, c: Container, reason: str) -> None:
-        with c.lock:
-            if c.running() and not c.terminating:
-                c.kill(self.grace, reason)
-
-    def _supervise(self, c: Container) -> None:
-        """Restart per restartPolicy when the container exits; Never ends the pod."""
-        backoff = 0.0
-        while not self._stop.is_set():
-            if c.proc is None or c.proc.poll() is None or c.terminating:
-                self._stop.wait(0.2)
-                continue
-            with c.lock:
-                if c.proc.poll() is None or c.terminating:
-                    continue
-                c.note_exit("exited")
-                c.ready = False
-                if c.held or self.deleted:
-                    self._stop.wait(0.2)
-                    continue
-                code = c.exit_codes[-1]
-                if self.restart_policy == "Never" or (self.restart_policy == "OnFailure" and code == 0):
-                    done = all(x.exit_codes and not x.running() for x in self.containers)
-                    if done:
-                        ok = all(x.exit_codes[-1] == 0 for x in self.containers)
-                        self.phase = "Succeeded" if ok else "Failed"
-                    return
-                c.waiting = f"CrashLoopBackOff: last exit {code} ({c.reasons[-1]})" if backoff else ""
-            if self._stop.wait(backoff):
-                return
-            backoff = BACKOFF_START if backoff == 0 else min(BACKOFF_MAX, backoff * 2)
-            with c.lock:
-                if c.held or self.deleted or c.running():
-                    continue
-                c.restarts += 1
-                c.start()
-
     def _evictions(self) -> None:
         """The eviction manager's check of emptyDir sizeLimits: over it, the pod is evicted."""
-        while not self._stop.wait(timeouts.EVICTION_PERIOD):
+        while not self.stopped.wait(timeouts.EVICTION_PERIOD):
             over = self.volumes.over_limit()
             if over and not self.deleted:
                 self.reason = "Evicted: " + "; ".join(over)
@@ -318,13 +231,13 @@ class Pod:
             workers.append(thread)
         for thread in workers:
             thread.join()
-        self._stop.set()
+        self.stopped.set()
         self.phase = "Deleted"
         return time.monotonic() - self.deleted_at
 
     def stop_all(self) -> None:
         """Tear-down at the end of a run: no grace, everything it started gone, secrets off disk."""
-        self._stop.set()
+        self.stopped.set()
         for c in self.containers:
             if c.running():
                 c.signal_pid1(signal.SIGKILL)

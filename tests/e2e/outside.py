@@ -29,9 +29,11 @@ from cryptography.x509.oid import NameOID
 
 from tests.e2e import spawn
 from tests.e2e.images import STAND_INS
+from tests.e2e.network import StackNetwork
 from tests.probes.servers import pg_binary
 
 NSENTER = "/usr/bin/nsenter"
+GATEWAY_HOST, GATEWAY_PORT = "arweave-gateway.e2e.internal", 1984
 
 
 def make_tls(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
@@ -189,3 +191,43 @@ def gateway(netns: str, root: Path, address: str, port: int) -> OutsideService:
         [sys.executable, "-m", "tests.e2e.gateway", "--host", address, "--port", str(port)],
         address, port, root / "gateway.log", env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])}).start()
 
+
+@dataclass
+class Outside:
+    """Where the stack's external services live and how the runner reaches them."""
+
+    hosts: dict[str, str] = field(default_factory=dict)
+    services: dict[str, OutsideService] = field(default_factory=dict)
+    tls: Optional[tuple[Path, Path, Path]] = None
+
+
+def start_outside(net: StackNetwork, root: Path, config: dict[str, str], values: dict[str, str]) -> Outside:
+    out = Outside()
+    address = net.add_outside_address()
+    out.hosts[GATEWAY_HOST] = address
+    out.services["gateway"] = gateway(net.outside_ns, root / "gateway", address, GATEWAY_PORT)
+    if config.get("x402-bundler:dataMode") != "external":
+        return out
+    k = "x402-bundler:"
+    bucket, region = config.get(k + "s3Bucket", "bundler-data-items"), config.get(k + "s3Region", "us-east-1")
+    s3_names = [f"{bucket}.s3.{region}.amazonaws.com", f"s3.{region}.amazonaws.com",
+                f"{bucket}.s3.amazonaws.com", "s3.amazonaws.com"]
+    cache_host = config[k + "cacheRedisHost"]
+    out.tls = make_tls(root / "tls", [cache_host, *s3_names])
+    addresses = {name: net.add_outside_address() for name in ("db", "cache", "queue", "s3")}
+    out.hosts.update({config[k + "dbHost"]: addresses["db"], cache_host: addresses["cache"],
+                      config[k + "queueRedisHost"]: addresses["queue"]})
+    out.hosts.update({name: addresses["s3"] for name in s3_names})
+    out.services["postgres"] = postgres(
+        net.outside_ns, root / "db", addresses["db"], int(config.get(k + "dbPort", "5432")),
+        config.get(k + "dbUser", "bundler"), values["dbPassword"], config.get(k + "dbDatabase", "bundler_lite"),
+        int(config.get(k + "dbMaxConnections", "100")))
+    out.services["redis-cache"] = redis(
+        net.outside_ns, root / "cache", "cache", addresses["cache"], int(config.get(k + "cacheRedisPort", "6379")),
+        password=values["cacheRedisPassword"], tls=out.tls if config.get(k + "cacheRedisTls") == "true" else None)
+    out.services["redis-queue"] = redis(
+        net.outside_ns, root / "queue", "queue", addresses["queue"], int(config.get(k + "queueRedisPort", "6381")),
+        noeviction=True)
+    # A managed bucket exists before the app runs: the operator made it.
+    out.services["s3"] = s3(net.outside_ns, root / "s3", addresses["s3"], out.tls, bucket)
+    return out

@@ -16,11 +16,9 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from tests.e2e import outside
 from tests.e2e.clients import Clients
 from tests.e2e.cluster import Cluster, Node
 from tests.e2e.context import Context
@@ -28,6 +26,7 @@ from tests.e2e.images import ImageSet
 from tests.e2e.kubelet import Events
 from tests.e2e.limits import Cgroup
 from tests.e2e.network import StackNetwork
+from tests.e2e.outside import GATEWAY_HOST, GATEWAY_PORT, Outside, start_outside
 from tests.e2e.plan import Step, declared, run_plan
 from tests.e2e.registry import Registry
 from tests.e2e.report import Report
@@ -37,7 +36,6 @@ from tests.e2e.usage import Meter
 from tests.e2e.wallet import generate_jwk
 from tools.harness import ROOT, Recording, run_program, stack_config
 
-GATEWAY_HOST, GATEWAY_PORT = "arweave-gateway.e2e.internal", 1984
 # Test-only changes to the stacks, each with its reason. Nothing else differs from the files.
 TEST_OVERRIDES: dict[str, dict[str, Any]] = {
     # Nothing outside this machine answers: every stack uses the local gateway stand-in.
@@ -78,15 +76,6 @@ PLAN: list[Step] = [
 ]
 
 
-@dataclass
-class Outside:
-    """Where the stack's external services live and how the runner reaches them."""
-
-    hosts: dict[str, str] = field(default_factory=dict)
-    services: dict[str, outside.OutsideService] = field(default_factory=dict)
-    tls: Optional[tuple[Path, Path, Path]] = None
-
-
 def test_secrets(stack: str) -> dict[str, str]:
     """Real values for the secrets the stack's config holds (those the program generates, it
     generates); letters and digits only."""
@@ -97,38 +86,6 @@ def test_secrets(stack: str) -> dict[str, str]:
     if stack_config(stack).get("x402-bundler:paymentNetwork") == "base":
         values |= {"cdpApiKeyId": secrets.token_hex(8), "cdpApiKeySecret": secrets.token_hex(16)}
     return values
-
-
-def start_outside(net: StackNetwork, root: Path, config: dict[str, str], values: dict[str, str]) -> Outside:
-    out = Outside()
-    address = net.add_outside_address()
-    out.hosts[GATEWAY_HOST] = address
-    out.services["gateway"] = outside.gateway(net.outside_ns, root / "gateway", address, GATEWAY_PORT)
-    if config.get("x402-bundler:dataMode") != "external":
-        return out
-    k = "x402-bundler:"
-    bucket, region = config.get(k + "s3Bucket", "bundler-data-items"), config.get(k + "s3Region", "us-east-1")
-    s3_names = [f"{bucket}.s3.{region}.amazonaws.com", f"s3.{region}.amazonaws.com",
-                f"{bucket}.s3.amazonaws.com", "s3.amazonaws.com"]
-    cache_host = config[k + "cacheRedisHost"]
-    out.tls = outside.make_tls(root / "tls", [cache_host, *s3_names])
-    addresses = {name: net.add_outside_address() for name in ("db", "cache", "queue", "s3")}
-    out.hosts.update({config[k + "dbHost"]: addresses["db"], cache_host: addresses["cache"],
-                      config[k + "queueRedisHost"]: addresses["queue"]})
-    out.hosts.update({name: addresses["s3"] for name in s3_names})
-    out.services["postgres"] = outside.postgres(
-        net.outside_ns, root / "db", addresses["db"], int(config.get(k + "dbPort", "5432")),
-        config.get(k + "dbUser", "bundler"), values["dbPassword"], config.get(k + "dbDatabase", "bundler_lite"),
-        int(config.get(k + "dbMaxConnections", "100")))
-    out.services["redis-cache"] = outside.redis(
-        net.outside_ns, root / "cache", "cache", addresses["cache"], int(config.get(k + "cacheRedisPort", "6379")),
-        password=values["cacheRedisPassword"], tls=out.tls if config.get(k + "cacheRedisTls") == "true" else None)
-    out.services["redis-queue"] = outside.redis(
-        net.outside_ns, root / "queue", "queue", addresses["queue"], int(config.get(k + "queueRedisPort", "6381")),
-        noeviction=True)
-    # A managed bucket exists before the app runs: the operator made it.
-    out.services["s3"] = outside.s3(net.outside_ns, root / "s3", addresses["s3"], out.tls, bucket)
-    return out
 
 
 def pushed(rec: Recording) -> list[str]:

@@ -8,10 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from components.settings.budget import connection_peak
-from tests.e2e.container import process_tree
 from tests.e2e.context import Context
 from tests.e2e.limits import Limits
 from tests.e2e.plan import scenario
+from tests.e2e.sandbox import process_tree
 from tests.e2e.scenarios.data_path import in_database
 from tests.e2e.usage import MEMORY_MARGIN
 
