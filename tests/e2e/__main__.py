@@ -61,12 +61,13 @@ def preflight() -> list[str]:
     return problems
 
 
-def clean_up() -> None:
-    """Whatever a run of this test left: network namespaces and cgroups, by prefix."""
-    for name in netns_names():
-        if name.startswith(PREFIX):
-            delete_netns(name)
-    remove_leftovers(PREFIX)
+def clean_up(stacks: list[str]) -> None:
+    """Whatever a run of these stacks left: their network namespaces and cgroups, by prefix."""
+    for stack in stacks:
+        for name in netns_names():
+            if name.startswith(f"{PREFIX}{stack}-"):
+                delete_netns(name)
+        remove_leftovers(f"{PREFIX}{stack}")
 
 
 class Stacks:
@@ -146,7 +147,7 @@ def main() -> None:
     base = ROOT / "build" / "e2e"
     threads = []
     try:
-        clean_up()
+        clean_up(stacks)
         for stack in stacks:
             workdir = base / stack
             shutil.rmtree(workdir, ignore_errors=True)
@@ -162,7 +163,7 @@ def main() -> None:
         for stack in stacks:
             runners.results.setdefault(stack, {"passed": 0, "failed": 1})
     finally:
-        clean_up()
+        clean_up(stacks)
     passed = sum(r["passed"] for r in runners.results.values())
     failed = sum(r["failed"] for r in runners.results.values())
     print(f"{passed} passed, {failed} failed", flush=True)
