@@ -281,16 +281,23 @@ def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any], cap
     """The shared info and admin scenarios, unchanged, through the port-forward stub."""
     monkeypatch.setattr(data_path, "STATS_CACHE_SECONDS", 0.1)  # the stub's statistics never refresh
     test = remote.RemoteTest("dev", kubectl.Kubectl(NS, CONTEXT), stubs["root"], node_path=Path("/nm"))
-    test.clients.connect()
     test.values = {"arweaveWallet": stubs["wallet"]}
+
+    def run(completed_before: int) -> list[str]:
+        """info and admin on a fresh report, the statistics first read with `completed_before` jobs."""
+        test.report = Report("dev")
+        test.state.stats_before = json.loads(stats("earlier", completed=completed_before))
+        test.clients.connect()
+        try:
+            for s in (data_path.info, data_path.admin):
+                run_one(test, s, test.report)
+        finally:
+            test.clients.close()
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("e2e: ")]
+
     # One upload accepted since the first reading of the statistics (4 completed then, 5 now).
-    test.state.stats_before, test.state.accepted_uploads = json.loads(stats("earlier", completed=4)), 1
-    try:
-        for s in (data_path.info, data_path.admin):
-            run_one(test, s, test.report)
-    finally:
-        test.clients.close()
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("e2e: ")]
+    test.state.accepted_uploads = 1
+    lines = run(completed_before=4)
     assert lines[0].startswith("e2e: dev: GET /v1/info shows the stack's wallet and payment address: ok")
     assert lines[1].startswith("e2e: dev: admin dashboard behind the stack's admin password: ok "
                                "(without credentials HTTP 401, with HTTP 200")
@@ -299,15 +306,7 @@ def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any], cap
     # A wallet the API does not show is a FAIL, not a pass; so are statistics that did not move.
     stubs["answers"]["http"]["/v1/info"]["body"] = json.dumps({"x402": {"payTo": PAYMENT}})
     stubs["save"]()
-    test.report = Report("dev")
-    test.state.stats_before = json.loads(stats("earlier", completed=5))
-    test.clients.connect()
-    try:
-        for s in (data_path.info, data_path.admin):
-            run_one(test, s, test.report)
-    finally:
-        test.clients.close()
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("e2e: ")]
+    lines = run(completed_before=5)
     assert "wallet" in lines[0] and "MISSING" in lines[0] and ": FAIL (" in lines[0]
     assert lines[2].startswith("e2e: dev: admin statistics: FAIL (") and "moved 0 with the 1 uploads" in lines[2]
     assert (test.report.passed, test.report.failed) == (1, 2)

@@ -8,6 +8,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +24,7 @@ from tests.e2e.plan import run_plan, scenario
 from tests.e2e.registry import PUBLISHED, PullError, Reference, Registry
 from tests.e2e.report import Report
 from tests.e2e.services import Services
-from tools.harness import random_password
+from tools.harness import ROOT, random_password
 
 POSTGRES = "docker.io/library/postgres"
 POSTGRES_DIGEST = PUBLISHED[POSTGRES]["16.6-alpine3.21"]
@@ -255,3 +260,39 @@ def test_generated_passwords_follow_the_declared_inputs() -> None:
     narrow = random_password("x", {"length": 12, "overrideSpecial": "_", "minSpecial": 3, "upper": False,
                                    "numeric": False})
     assert narrow.count("_") >= 3 and set(narrow) <= set("abcdefghijklmnopqrstuvwxyz_")
+
+
+# ---------------------------------------------------------------- hygiene
+
+
+RUNNER = """
+import sys, threading
+sys.path.insert(0, {root!r})
+from tests.e2e import spawn
+# Started from a thread that ends at once, as a restart would start a container.
+started = []
+thread = threading.Thread(target=lambda: started.append(
+    spawn.popen(["/usr/bin/setpriv", "--pdeathsig", "KILL", "sleep", "300"])))
+thread.start()
+thread.join()
+print(started[0].pid, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_what_the_runner_starts_dies_with_it_even_when_it_is_killed() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER.format(root=str(ROOT))], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    child = int(runner.stdout.readline())
+    os.kill(child, 0)  # alive while the runner lives, although the thread that started it ended
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the process the runner started outlived it")
