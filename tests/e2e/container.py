@@ -72,7 +72,9 @@ class Container:
         self.log_dir = pod.root / "logs"
 
     def _setpriv(self) -> list[str]:
-        return [SETPRIV, *self.launch.setpriv(), "--"]
+        # The uid change clears the parent-death signal bubblewrap set: set it again, last, so
+        # the container's PID 1 (and with it its PID namespace) dies when its sandbox does.
+        return [SETPRIV, *self.launch.setpriv(), "--pdeathsig", "KILL", "--"]
 
     # -- lifecycle --------------------------------------------------------------------
 
