@@ -3,9 +3,9 @@
 `emptyDir` is a fresh directory (mode 0777; with an fsGroup, group-owned and setgid), Secret
 and ConfigMap volumes are files written from the objects (owner root, the spec's modes; with
 an fsGroup, group fsGroup plus group read, as the kubelet's read-only volumes are), and a
-StatefulSet's claim is a directory that outlives the pod. `usage` is what the eviction manager
-compares with an emptyDir's `sizeLimit` (the kubelet's `du`); `scrub` removes every file a
-Secret was written to, so nothing secret stays on disk after the run.
+StatefulSet's claim is a directory that outlives the pod. `over_limit` is what the eviction
+manager compares with an emptyDir's `sizeLimit` (the kubelet's `du`); `scrub` removes every file
+a Secret was written to, so nothing secret stays on disk after the run.
 """
 
 from __future__ import annotations
@@ -127,10 +127,6 @@ class PodVolumes:
                     over.append(f"Usage of EmptyDir volume \"{v.name}\" exceeds the limit \"{v.size_limit}\" "
                                 f"(used {used})")
         return over
-
-    def usage(self) -> dict[str, tuple[int, int]]:
-        """emptyDir name -> (bytes used, sizeLimit) for those with a limit."""
-        return {v.name: (_du(v.path), v.size_limit) for v in self.volumes.values() if v.size_limit is not None}
 
     def scrub(self) -> None:
         for v in self.volumes.values():
