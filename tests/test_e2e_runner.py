@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,17 +281,23 @@ threading.Event().wait()
 """
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie: an orphan killed under a subreaper that has not reaped it yet is dead."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_what_the_runner_starts_dies_with_it_even_when_it_is_killed() -> None:
     runner = subprocess.Popen([sys.executable, "-c", RUNNER.format(root=str(ROOT))], stdout=subprocess.PIPE, text=True)
     assert runner.stdout is not None
     child = int(runner.stdout.readline())
-    os.kill(child, 0)  # alive while the runner lives, although the thread that started it ended
+    assert alive(child)  # while the runner lives, although the thread that started it ended
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
+        if not alive(child):
             break
         time.sleep(0.1)
     else:
