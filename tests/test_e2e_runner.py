@@ -293,6 +293,11 @@ def test_what_the_runner_starts_dies_with_it_even_when_it_is_killed() -> None:
     runner = subprocess.Popen([sys.executable, "-c", RUNNER.format(root=str(ROOT))], stdout=subprocess.PIPE, text=True)
     assert runner.stdout is not None
     child = int(runner.stdout.readline())
+    # setpriv sets the signal, then execs sleep: wait for the sleep, or the kill may come first.
+    for _ in range(50):
+        if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"sleep"):
+            break
+        time.sleep(0.1)
     assert alive(child)  # while the runner lives, although the thread that started it ended
     runner.send_signal(signal.SIGKILL)
     runner.wait()
