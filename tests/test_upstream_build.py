@@ -18,8 +18,10 @@ from tests.e2e.upstream.common import UpstreamError
 from tests.e2e.upstream.context import Context, DockerIgnore
 from tests.e2e.upstream.dockerfile import Accounts, copies, exec_form, parse_dockerfile, shell_commands
 from tests.e2e.upstream.layout import lay_out
+from tools.harness import ROOT
 
-UPSTREAM_SRC = Path(os.environ.get("X402_UPSTREAM_SRC") or "/work/shared/upstream/ar-io-x402-bundler")
+# Where the Makefile finds the offline copy (X402_UPSTREAM_SRC); a clone without it uses DOCKERFILE.
+UPSTREAM_SRC = Path(os.environ.get("X402_UPSTREAM_SRC") or ROOT.parent / "shared/upstream/ar-io-x402-bundler")
 
 # The upstream Dockerfile at 4c3bddc, for clones without the offline copy (comments trimmed).
 DOCKERFILE = """\
@@ -170,15 +172,6 @@ def test_changes_beyond_the_substitution_are_named() -> None:
     # An entry nothing of the substitute's requires is not the substitution's either.
     stray = RELOCKED + '\nstray@^1.0.0:\n  version "1.0.0"\n'
     assert dependencies.foreign_differences(UPSTREAM_LOCK, stray, PACKAGE, (SUB,)) == ["stray@^1.0.0"]
-
-
-@pytest.mark.skipif(not (UPSTREAM_SRC / "yarn.lock").is_file(), reason="no upstream source here")
-def test_the_committed_lock_is_the_upstream_one_but_for_the_substitutions() -> None:
-    package = json.loads((UPSTREAM_SRC / "package.json").read_text())
-    assert dependencies.check_lock((UPSTREAM_SRC / "yarn.lock").read_text(), package)
-    patched = dependencies.patched_package_json(package)
-    assert {s.package: patched["dependencies"][s.package] for s in dependencies.SUBSTITUTIONS} == {
-        s.package: s.here for s in dependencies.SUBSTITUTIONS}
 
 
 def test_patched_package_json_refuses_an_unexpected_upstream_spec() -> None:
@@ -358,12 +351,6 @@ def test_classify_tolerates_by_file_code_message_and_count() -> None:
 def test_adaptations_and_tolerated_errors_agree_on_the_files() -> None:
     """The tolerated errors are at call sites the adaptations touch (the substituted packages')."""
     assert {t.file for t in build.TOLERATED_ERRORS} <= {a.path for a in build.ADAPTATIONS}
-
-
-@pytest.mark.skipif(not (UPSTREAM_SRC / "src").is_dir(), reason="no upstream source here")
-def test_adaptations_find_their_expected_counts_in_the_upstream_source() -> None:
-    for a in build.ADAPTATIONS:
-        assert (UPSTREAM_SRC / a.path).read_text().count(a.old) == a.count, a
 
 
 # ---------------------------------------------------------------- the Dockerfile and the runtime stage
