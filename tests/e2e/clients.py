@@ -45,6 +45,13 @@ def http_get(url: str, auth: Optional[tuple[str, str]] = None, timeout: float = 
         return 0, str(error)
 
 
+def endpoints(credentials: dict[str, str]) -> dict[str, Any]:
+    """What the runner's clients need from the app's credentials Secret (bundler-credentials-*)."""
+    return {"db_password": credentials["db-password"], "cache_password": credentials.get("cache-redis-password", ""),
+            "s3_key": credentials["s3-access-key-id"], "s3_secret": credentials["s3-secret-access-key"],
+            "admin_password": credentials["admin-password"]}
+
+
 def host_of(url: str) -> str:
     return url.split("//", 1)[1].split("/")[0].split(":")[0]
 

@@ -118,7 +118,7 @@ class Cluster:
                                            f"\"restricted:latest\": {'; '.join(refused)}")
             self.events.add("admission", w.detail)
             return None
-        setup = PodSetup(self.store, self.pull, self.events, self.node.cgroup, self.namespace, self.node.meter)
+        setup = PodSetup(self.store, self.pull, self.events, self.node.cgroup, self.node.meter, self.namespace)
         pod = Pod(planned.name, spec, w.labels, planned.ip, planned.netns, self.root / "pods" / planned.name, setup,
                   self.etc_files(planned.name, planned.ip, spec), claims=claims)
         for c in pod.containers:

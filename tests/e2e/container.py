@@ -212,8 +212,6 @@ class Container:
         started = time.monotonic()
         if "exec" in spec:
             return self.exec(spec["exec"]["command"], timeout)
-        # httpGet and tcpSocket each open one TCP connection to the pod, from the node.
-        self.pod.probe_connections += 1
         if "httpGet" in spec:
             get = spec["httpGet"]
             url = f"http://{self.pod.ip}:{self.port(get['port'])}{get.get('path', '/')}"

@@ -11,7 +11,7 @@ needs the emulator (faults, signals, limits) is declared so, and takes the emula
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from tests.e2e.report import Buffer, Report
@@ -26,7 +26,8 @@ class RunState:
     accepted_uploads: int = 0
     """Uploads answered 200 since `stats_before` was taken."""
     stats_before: Optional[dict[str, Any]] = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    db_password_inputs: Optional[dict[str, Any]] = None
+    """The inputs of the RandomPassword the database password came from (None: configured)."""
 
 
 class Context:

@@ -35,12 +35,15 @@ def apply(cluster: Cluster, timeout: float, only: Optional[set[str]] = None) -> 
         w.state, w.detail = "pending", ""
         if w.obj.kind != "Job":
             w.planned = cluster.plan(w)
+    # The graph does not change during an apply: walk it once, not on every pass of the loop.
+    waits_for = {key: [d for d in cluster.dependencies(w.obj) if d.key in cluster.workloads]
+                 for key, w in cluster.workloads.items() if key not in started}
     while time.monotonic() < deadline:
         progressed = False
         for w in cluster.workloads.values():
             if w.obj.key in started:
                 continue
-            deps = [d for d in cluster.dependencies(w.obj) if d.key in cluster.workloads]
+            deps = waits_for[w.obj.key]
             states = [cluster.workloads[d.key].state for d in deps]
             if any(s in ("failed", "blocked") for s in states):
                 w.state, w.detail = "blocked", "waits for " + ", ".join(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from components.data_containers import authenticated_redis_cli
-from tests.e2e.clients import HERE, SMALL, http_get
+from tests.e2e.clients import HERE, SMALL, endpoints, http_get
 from tests.e2e.upstream.dependencies import locked_version
 from tools.harness import ROOT
 
@@ -234,9 +234,7 @@ class KubectlClients:
         stored = self.cluster.store.secrets
         creds = next(stored[n] for n in sorted(refs) if n.startswith("bundler-credentials"))
         self.wallet = next(stored[n]["wallet.json"] for n in sorted(wallets) if n.startswith("bundler-wallets"))
-        self.endpoints = {"db_password": creds["db-password"], "cache_password": creds.get("cache-redis-password", ""),
-                          "s3_key": creds["s3-access-key-id"], "s3_secret": creds["s3-secret-access-key"],
-                          "admin_password": creds["admin-password"]}
+        self.endpoints = endpoints(creds)
         self.root.mkdir(parents=True, exist_ok=True)
         self.wallet_file.touch(mode=0o600)
         self.wallet_file.chmod(0o600)

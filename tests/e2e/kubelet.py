@@ -64,8 +64,8 @@ class PodSetup:
     """Pull: reference and the pod's pull Secrets' data -> image, or PullError."""
     events: Events
     cgroup: Cgroup
+    meter: Meter
     namespace: str = "default"
-    meter: Optional[Meter] = None
 
 
 class Pod:
@@ -87,7 +87,6 @@ class Pod:
         self.ready_when_deleted = False
         self.phase = "Pending"
         self.reason = ""
-        self.probe_connections = 0
         self.stopped = threading.Event()
         self.volumes = PodVolumes(root, spec, setup.store, claims or {})
         self.cgroup = setup.cgroup.child(name)
@@ -130,8 +129,7 @@ class Pod:
         return self.volumes[name].path
 
     def meter_final(self, c: Container) -> None:
-        if self.setup.meter is not None:
-            self.setup.meter.final(c)
+        self.setup.meter.final(c)
 
     # -- what Services read ----------------------------------------------------------------
 

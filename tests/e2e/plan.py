@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from tests.e2e.context import Context
-from tests.e2e.report import Buffer, Report
+from tests.e2e.report import Buffer, Report, seen
 
 
 @dataclass(frozen=True)
@@ -65,22 +65,14 @@ def run_one(t: Context, s: Scenario, sink: Union[Report, Buffer]) -> bool:
         first = (str(error).strip().splitlines() or [""])[0][:300]
         traceback.print_exc()
         for name in names:
-            if not _seen(sink, name):
+            if not seen(sink.lines, name):
                 sink.line(name, False, f"{type(error).__name__} in {s.name}: {first}")
     finally:
         t.reporting_to(None)
     for name in names:
-        if not _seen(sink, name):
+        if not seen(sink.lines, name):
             sink.line(name, False, f"no result: {s.name} returned without printing it")
-    return all(_ok(sink, name) for name in names)
-
-
-def _seen(sink: Union[Report, Buffer], name: str) -> bool:
-    return any(line.scenario == name for line in sink.lines)
-
-
-def _ok(sink: Union[Report, Buffer], name: str) -> bool:
-    return any(line.scenario == name and line.ok for line in sink.lines)
+    return all(any(line.scenario == name and line.ok for line in sink.lines) for name in names)
 
 
 def run_step(t: Context, step: Step) -> bool:

@@ -22,6 +22,10 @@ class Line:
     detail: str
 
 
+def seen(lines: list[Line], scenario: str) -> bool:
+    return any(line.scenario == scenario for line in lines)
+
+
 @dataclass
 class Buffer:
     """Lines from a scenario that runs in a thread, kept until its caller replays them."""
@@ -56,15 +60,11 @@ class Report:
             raise ValueError(f"scenario lines declared twice: {repeated}")
         self.declared = list(scenarios)
 
-    def seen(self, scenario: str) -> bool:
-        with self.lock:
-            return any(line.scenario == scenario for line in self.lines)
-
     def line(self, scenario: str, ok: bool, detail: str) -> bool:
         with self.lock:
             if self.declared and scenario not in self.declared:
                 ok, detail = False, f"not declared by the stack's plan; {'ok' if ok else 'FAIL'} ({detail})"
-            elif any(line.scenario == scenario for line in self.lines):
+            elif seen(self.lines, scenario):
                 ok, detail = False, f"printed twice; {'ok' if ok else 'FAIL'} ({detail})"
             self.lines.append(Line(scenario, ok, detail))
             print(f"e2e: {self.stack}: {scenario}: {'ok' if ok else 'FAIL'} ({detail})", file=self.out or sys.stdout,
@@ -78,5 +78,5 @@ class Report:
     def finish(self) -> None:
         """A FAIL for each declared line that never came."""
         for scenario in self.declared:
-            if not self.seen(scenario):
+            if not seen(self.lines, scenario):
                 self.line(scenario, False, "no result: the scenario that declares it printed nothing")

@@ -15,11 +15,12 @@ import os
 import secrets
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-from tests.e2e.clients import Clients
+from tests.e2e.clients import Clients, endpoints
 from tests.e2e.cluster import Cluster, Node
 from tests.e2e.context import Context
 from tests.e2e.images import ImageSet
@@ -146,19 +147,18 @@ class StackTest(Context):
             cgroup = Cgroup.under_runner(self.net.prefix)
             node = Node(self.net, self.root, images, self.registry, self.events, cgroup, self.meter)
             self.cluster = Cluster(self.stack, self.rec, node, self.out.hosts)
-            self.state.extra["db_password_inputs"] = next(
+            self.state.db_password_inputs = next(
                 (r.inputs for r in self.rec.resources if r.type == "random:index/randomPassword:RandomPassword"
                  and r.name.endswith("postgres-password")), None)
             wallet = self.root / "wallet.json"
             wallet.write_text(self.values["arweaveWallet"])
             self.clients = Clients(self.cluster, self.app.app_dir, wallet, self.out.tls[0] if self.out.tls else None,
-                                   self._endpoints())
+                                   endpoints(next(v for k, v in self.cluster.store.secrets.items()
+                                                  if k.startswith("bundler-credentials"))))
             self.cluster.services.start()
             self.meter.start()
             run_plan(self, PLAN, extra=[CLEAN_LINE])
         except Exception as error:  # a crash of the harness is a failure, never a skip
-            import traceback
-
             traceback.print_exc()
             if not self.report.declared:
                 self.report.declare([*self._safe_declared(), CLEAN_LINE])
@@ -174,12 +174,6 @@ class StackTest(Context):
             return ["runner", *declared(self, PLAN)]
         except Exception:  # the plan needs the cluster, which did not come up
             return ["runner"]
-
-    def _endpoints(self) -> dict[str, Any]:
-        creds = next(v for k, v in self.cluster.store.secrets.items() if k.startswith("bundler-credentials"))
-        return {"db_password": creds["db-password"], "cache_password": creds.get("cache-redis-password", ""),
-                "s3_key": creds["s3-access-key-id"], "s3_secret": creds["s3-secret-access-key"],
-                "admin_password": creds["admin-password"]}
 
     # -- what scenarios ask of the emulated stack ---------------------------------------------
 
