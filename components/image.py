@@ -3,7 +3,8 @@
 Answers risks 1 in docs/risks.md (the first GHCR push: the program pushes with its own token, and the
 `org.opencontainers.image.source` label and index annotation on that first push link the
 package to its repository), 4 (multi-arch failures: one build per platform, so a stack can
-drop arm64 and a failing platform is named), 7 (Actions quota: `imageBuildOnPreview` is off,
+drop arm64 and a failing platform is named), 5 (image size: `imageDockerfile=traced` builds
+image/Dockerfile, whose /app holds only the files the processes load), 7 (Actions quota: `imageBuildOnPreview` is off,
 and an unchanged context, commit, platform list and cache version is no diff, so no build),
 8 (cache corruption: the registry cache ref carries `imageCacheVersion`, so bumping one number
 starts a clean cache) and the "prod runs what dev tested" rule: promote mode deploys the exact
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import pulumi
@@ -31,6 +34,13 @@ DIGEST_MARK = "@sha256:"
 # it keeps lib/**/*.d.ts, which knex loads as migrations. Move both together, after a green run.
 VERIFIED_UPSTREAM_COMMIT = "4c3bddc7fa0bf054057f304e9ac16903ae03a275"
 GIT_CONTEXT_PREFIXES = ("https://", "git@", "git://")
+# imageDockerfile=traced (seed risk 5, image size): the upstream builder stage, then only the files
+# the processes load (docs/image.md). Passed inline: with a Git context, buildx reads a relative
+# Dockerfile path inside the repository, and an absolute one would differ on every machine.
+IMAGE_DIR = Path(__file__).resolve().parents[1] / "image"
+TRACED_DOCKERFILE = IMAGE_DIR / "Dockerfile"
+TRACER_CONTEXT = IMAGE_DIR / "tracer"
+TRACER_CONTEXT_NAME = "tracer"
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,18 @@ def build_context(image: ImageSettings) -> str:
     if image.context.startswith(GIT_CONTEXT_PREFIXES):
         return f"{image.context}#{image.git_ref}"
     return image.context
+
+
+def build_files(image: ImageSettings) -> tuple[Optional[docker_build.DockerfileArgs],
+                                                 Optional[dict[str, docker_build.ContextArgs]]]:
+    """The Dockerfile and named contexts of the build: none for the context's own Dockerfile."""
+    if image.dockerfile == "upstream":
+        return None, None
+    # Relative to the project directory, where Pulumi runs the program and its providers: the
+    # same input on every machine, so a checkout elsewhere is no diff and no rebuild.
+    tracer = os.path.relpath(TRACER_CONTEXT, Path.cwd())
+    return (docker_build.DockerfileArgs(inline=TRACED_DOCKERFILE.read_text()),
+            {TRACER_CONTEXT_NAME: docker_build.ContextArgs(location=tracer)})
 
 
 def index_tags(image: ImageSettings) -> dict[str, str]:
@@ -159,10 +181,12 @@ class BundlerImage(pulumi.ComponentResource):
         # Replacing or deleting an Image or Index deletes its pushed tags and manifests; a
         # digest that a cluster runs (or may roll back to) must outlive the resource.
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
+        dockerfile, named = build_files(image)
         builds = [
             docker_build.Image(
                 f"{name}-{platform_suffix(platform)}",
-                context=docker_build.BuildContextArgs(location=build_context(image)),
+                context=docker_build.BuildContextArgs(location=build_context(image), named=named),
+                dockerfile=dockerfile,
                 platforms=[docker_build.Platform(platform)],
                 # The push is the registry export below: `push=True` would add a second,
                 # annotation-less registry export of the same tags.

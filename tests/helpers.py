@@ -1,12 +1,15 @@
-"""What the component tests share: one cached render per stack, one placeholder digest, and
-readers for the objects they look at (a Deployment's container, its env, its ConfigMap)."""
+"""What the component tests share: one cached render per stack, one placeholder digest, readers
+for the objects they look at (a Deployment's container, its env, its ConfigMap), and the upstream
+Dockerfile (from the offline copy, else as it is at the pinned commit)."""
 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 from typing import Any
 
-from tools.harness import Recording, Registered, run_program
+from tools.harness import ROOT, Recording, Registered, run_program
 from tools.render import PLACEHOLDER_DIGEST, manifest, promote_outputs
 
 DEPLOYMENT, JOB, SECRET, CONFIG_MAP = (
@@ -70,3 +73,63 @@ def settings_map(rec: Recording, c: dict[str, Any]) -> dict[str, str]:
     name = source["configMapRef"]["name"]
     (cm,) = [r for r in rec.of_type(CONFIG_MAP) if rec.k8s_name(r) == name]
     return dict(cm.inputs["data"])
+
+
+# Where the Makefile finds the offline copy (X402_UPSTREAM_SRC); a clone without it uses UPSTREAM_DOCKERFILE.
+UPSTREAM_SRC = Path(os.environ.get("X402_UPSTREAM_SRC") or ROOT.parent / "shared/upstream/ar-io-x402-bundler")
+
+# The upstream Dockerfile at 4c3bddc, for clones without the offline copy (comments trimmed).
+UPSTREAM_DOCKERFILE = """\
+# AR.IO Bundler Lite - Dockerfile
+FROM node:20-alpine AS builder
+
+WORKDIR /app
+
+RUN apk add --no-cache \\
+    python3 \\
+    make \\
+    g++ \\
+    git \\
+    openssl
+
+COPY package.json yarn.lock ./
+RUN yarn install --frozen-lockfile
+COPY tsconfig.json ./
+COPY src ./src
+RUN yarn build
+RUN find ./lib -name "*.d.ts" -delete && \\
+    find ./lib -name "*.d.ts.map" -delete
+RUN echo "Default admin password: $(openssl rand -hex 32)" > /tmp/admin-password.txt
+
+FROM node:20-alpine
+
+WORKDIR /app
+RUN apk add --no-cache \\
+    dumb-init \\
+    openssl
+RUN addgroup -g 1001 -S bundler && \\
+    adduser -S bundler -u 1001 && \\
+    chown bundler:bundler /app
+
+COPY --chown=bundler:bundler package.json yarn.lock ./
+COPY --chown=bundler:bundler --from=builder /app/lib ./lib
+COPY --chown=bundler:bundler --from=builder /app/node_modules ./node_modules
+COPY --chown=bundler:bundler .env.sample ./
+COPY --chown=bundler:bundler admin-server.js ./
+COPY --chown=bundler:bundler admin ./admin
+COPY --chown=bundler:bundler ecosystem.config.js ./
+COPY --chown=bundler:bundler docs ./docs
+
+USER bundler
+HEALTHCHECK --interval=30s --timeout=10s --start-period=40s --retries=3 \\
+  CMD node -e "require('http').get('http://localhost:${PORT:-3001}/health', (r) => { \
+process.exit(r.statusCode === 200 ? 0 : 1); })"
+EXPOSE 3001
+ENTRYPOINT ["/usr/bin/dumb-init", "--"]
+CMD ["node", "lib/index.js"]
+"""
+
+
+def upstream_dockerfile() -> str:
+    path = UPSTREAM_SRC / "Dockerfile"
+    return path.read_text() if path.is_file() else UPSTREAM_DOCKERFILE

@@ -112,6 +112,8 @@ BAD_INPUTS = [
     pytest.param({"postgresImage": "postgres"}, {}, "postgresImage", "not pinned", id="bare-data-image"),
     pytest.param({"redisImage": "redis:latest"}, {}, "redisImage", "not pinned", id="latest-data-image"),
     pytest.param({"imageGitRef": "main"}, {}, "imageGitRef", "40-hex commit", id="build-from-branch"),
+    pytest.param({"imageDockerfile": "slim"}, {}, "imageDockerfile", "not one of traced, upstream",
+                 id="unknown-dockerfile"),
     pytest.param({"imageRepository": "docker.io/library/bundler"}, {},
                  "imageRepository", "not a GHCR repository", id="not-ghcr"),
     pytest.param({}, {"registryPushToken": None},
@@ -414,6 +416,8 @@ def test_local_stack_builds_into_the_kind_registry_without_tokens_or_github() ->
                  "imageRepository", "nor, outside prod, a local registry", id="other-registry"),
     pytest.param("dev", {"imageMode": "promote", "imageBuilder": "b", "imagePromoteStack": "o/x402-bundler/dev"},
                  "imageBuilder", "only build mode builds", id="builder-in-promote-mode"),
+    pytest.param("prod", {"imageDockerfile": "upstream"}, "imageDockerfile", "only build mode builds",
+                 id="dockerfile-in-promote-mode"),
 ])
 def test_local_registry_rules_name_the_key_and_the_fix(stack: str, overrides: dict[str, Any], key: str,
                                                        says: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.image import VERIFIED_UPSTREAM_COMMIT
+from components.image import TRACED_DOCKERFILE, VERIFIED_UPSTREAM_COMMIT
 from components.settings import ConfigError
 from tests.helpers import DEPLOYMENT, JOB, PROMOTED, container, recording, render
 from tools.harness import Recording, Registered, run_program
@@ -258,3 +258,28 @@ def test_a_promote_stack_must_be_fully_qualified(name: str) -> None:
         run_program("prod", overrides={"imagePromoteStack": name})
     (problem,) = [p for p in info.value.problems if p.key == "imagePromoteStack"]
     assert "is not a fully qualified stack name <org>/<project>/<stack>" in problem.message
+
+
+# ---------------------------------------------------------------- which Dockerfile builds it (seed risk 5)
+
+
+def test_the_traced_dockerfile_is_passed_inline_with_the_tracer_as_a_named_context() -> None:
+    """Inline: with a Git context buildx would read a relative Dockerfile path inside the upstream
+    repository; the named context is relative, so another checkout is no diff and no rebuild."""
+    images = render("dev", overrides=BOTH).of_type(IMAGE)
+    assert len(images) == 2
+    for image in images:
+        assert image.inputs["dockerfile"] == {"inline": TRACED_DOCKERFILE.read_text()}
+        assert image.inputs["context"]["named"] == {"tracer": {"location": "image/tracer"}}
+        assert image.inputs["context"]["location"].endswith(f".git#{COMMIT}")
+
+
+def test_imagedockerfile_upstream_builds_the_contexts_own_dockerfile_unchanged() -> None:
+    (image,) = render("dev", overrides={**AMD64, "imageDockerfile": "upstream"}).of_type(IMAGE)
+    assert "dockerfile" not in image.inputs and "named" not in image.inputs["context"]
+
+
+def test_changing_the_dockerfile_is_a_new_digest() -> None:
+    traced = render("dev", overrides=AMD64).outputs["imageRef"]
+    upstream = render("dev", overrides={**AMD64, "imageDockerfile": "upstream"}).outputs["imageRef"]
+    assert BY_DIGEST.match(traced) and BY_DIGEST.match(upstream) and traced != upstream

@@ -18,67 +18,7 @@ from tests.e2e.upstream.common import UpstreamError
 from tests.e2e.upstream.context import Context, DockerIgnore
 from tests.e2e.upstream.dockerfile import Accounts, copies, exec_form, parse_dockerfile, shell_commands
 from tests.e2e.upstream.layout import lay_out
-from tools.harness import ROOT
-
-# Where the Makefile finds the offline copy (X402_UPSTREAM_SRC); a clone without it uses DOCKERFILE.
-UPSTREAM_SRC = Path(os.environ.get("X402_UPSTREAM_SRC") or ROOT.parent / "shared/upstream/ar-io-x402-bundler")
-
-# The upstream Dockerfile at 4c3bddc, for clones without the offline copy (comments trimmed).
-DOCKERFILE = """\
-# AR.IO Bundler Lite - Dockerfile
-FROM node:20-alpine AS builder
-
-WORKDIR /app
-
-RUN apk add --no-cache \\
-    python3 \\
-    make \\
-    g++ \\
-    git \\
-    openssl
-
-COPY package.json yarn.lock ./
-RUN yarn install --frozen-lockfile
-COPY tsconfig.json ./
-COPY src ./src
-RUN yarn build
-RUN find ./lib -name "*.d.ts" -delete && \\
-    find ./lib -name "*.d.ts.map" -delete
-RUN echo "Default admin password: $(openssl rand -hex 32)" > /tmp/admin-password.txt
-
-FROM node:20-alpine
-
-WORKDIR /app
-RUN apk add --no-cache \\
-    dumb-init \\
-    openssl
-RUN addgroup -g 1001 -S bundler && \\
-    adduser -S bundler -u 1001 && \\
-    chown bundler:bundler /app
-
-COPY --chown=bundler:bundler package.json yarn.lock ./
-COPY --chown=bundler:bundler --from=builder /app/lib ./lib
-COPY --chown=bundler:bundler --from=builder /app/node_modules ./node_modules
-COPY --chown=bundler:bundler .env.sample ./
-COPY --chown=bundler:bundler admin-server.js ./
-COPY --chown=bundler:bundler admin ./admin
-COPY --chown=bundler:bundler ecosystem.config.js ./
-COPY --chown=bundler:bundler docs ./docs
-
-USER bundler
-HEALTHCHECK --interval=30s --timeout=10s --start-period=40s --retries=3 \\
-  CMD node -e "require('http').get('http://localhost:${PORT:-3001}/health', (r) => { \
-process.exit(r.statusCode === 200 ? 0 : 1); })"
-EXPOSE 3001
-ENTRYPOINT ["/usr/bin/dumb-init", "--"]
-CMD ["node", "lib/index.js"]
-"""
-
-
-def upstream_dockerfile() -> str:
-    path = UPSTREAM_SRC / "Dockerfile"
-    return path.read_text() if path.is_file() else DOCKERFILE
-
+from tests.helpers import upstream_dockerfile
 
 # ---------------------------------------------------------------- yarn.lock and the dependency difference
 
@@ -397,13 +337,13 @@ def test_the_runtime_stage_lays_out_the_copies_through_dockerignore(tmp_path: Pa
                       "docs/openapi.yaml": "", ".dockerignore": "docs/*.md\nnode_modules\n"}.items():
         (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
         (ctx / rel).write_text(text)
-    builder = tmp_path / "builder"
-    for rel in ("lib/index.js", "node_modules/koa/package.json"):
+    builder = tmp_path / "builder"  # the builder stage's `/`
+    for rel in ("app/lib/index.js", "app/node_modules/koa/package.json"):
         (builder / rel).parent.mkdir(parents=True, exist_ok=True)
         (builder / rel).write_text("{}")
     runtime = parse_dockerfile(upstream_dockerfile())[-1]
     app = tmp_path / "app"
-    image = lay_out(runtime, Context(ctx, DockerIgnore.read(ctx)), builder, "/app", app, lambda _: None)
+    image = lay_out(runtime, Context(ctx, DockerIgnore.read(ctx)), {}, {"builder": builder}, app, lambda _: None)
     assert (image["workdir"], image["user"], image["uid"], image["gid"], image["process_gid"]) == (
         "/app", "bundler", 1001, 1001, 65533)
     assert image["system_packages"] == ["dumb-init", "openssl"] and image["exposed_ports"] == [3001]
@@ -421,7 +361,8 @@ def test_the_runtime_stage_lays_out_the_copies_through_dockerignore(tmp_path: Pa
 def _prepared(tmp_path: Path, differences: dict[str, dict[str, list[str]]], errors: list[build.TscError],
               proof: source.TreeProof) -> upstream.Prepared:
     return upstream.Prepared(
-        app_dir=tmp_path / "app", root=tmp_path, source=tmp_path / "src", key="0" * 16, commit=proof.commit,
+        app_dir=tmp_path / "app", root=tmp_path, full_app=tmp_path / "app", spec="the context's Dockerfile",
+        trace=None, figures={}, source=tmp_path / "src", key="0" * 16, commit=proof.commit,
         entrypoint=[], cmd=[], workdir="/app", user="bundler", uid=1001, gid=1001, process_gid=65533,
         exposed_ports=[], env={}, stop_signal=None, system_packages=[], copied=[], chowned=False, reused=True,
         proof=proof, dependency_differences=differences, optional_only={}, tsc_exit=2, tsc_version="4.9.5",

@@ -202,8 +202,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
         if args.typ == "docker-build:index:Image":
             # As the provider answers: the first tag with the pushed digest appended.
             tags = state.get("tags") or ["registry.invalid/unknown:untagged"]
-            state["digest"] = _digest(args.name, state.get("context"), state.get("platforms"), state.get("buildArgs"),
-                                      state.get("exports"), state.get("labels"))
+            state["digest"] = _digest(args.name, state.get("context"), state.get("dockerfile"), state.get("platforms"),
+                                      state.get("buildArgs"), state.get("exports"), state.get("labels"))
             state["ref"] = f"{tags[0]}@{state['digest']}"
         elif args.typ == "docker-build:index:Index":
             state["ref"] = (

@@ -15,6 +15,10 @@ from components.settings.values import pinned_image, repository_of
 
 ImageMode = Literal["build", "promote"]
 Visibility = Literal["public", "private"]
+# traced: image/Dockerfile, whose /app holds only the files the processes load; upstream: the
+# context's own Dockerfile, unchanged.
+ImageDockerfile = Literal["traced", "upstream"]
+DOCKERFILES = ("traced", "upstream")
 SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64")
 _GHCR_REPO = re.compile(r"^ghcr\.io/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9._-]*(/[a-z0-9._-]+)*$")
 # A registry on this machine (kind's local registry is localhost:5001): plain HTTP, no login,
@@ -44,6 +48,8 @@ class ImageSettings:
     pull_token: Optional[pulumi.Output[str]]
     builder: Optional[str] = None
     """The buildx builder to build with (unset: the current one)."""
+    dockerfile: ImageDockerfile = "traced"
+    """Which Dockerfile builds the image (build mode)."""
 
     @property
     def local_registry(self) -> bool:
@@ -208,11 +214,12 @@ def private_pull(image: ImageSettings, has_pull_token: bool) -> list[Problem]:
     return []
 
 
-def builder_only_in_build_mode(image: ImageSettings) -> list[Problem]:
-    if image.builder and image.mode != "build":
-        return [Problem("imageBuilder", "is set, but only build mode builds.",
-                        f"pulumi config rm {PROJECT}:imageBuilder")]
-    return []
+def build_keys_only_in_build_mode(image: ImageSettings, dockerfile_set: bool) -> list[Problem]:
+    if image.mode == "build":
+        return []
+    given = (("imageBuilder", bool(image.builder)), ("imageDockerfile", dockerfile_set))
+    keys = [key for key, is_set in given if is_set]
+    return [Problem(key, "is set, but only build mode builds.", f"pulumi config rm {PROJECT}:{key}") for key in keys]
 
 
 def read_image(r: Reader, is_prod: bool) -> ImageSettings:
@@ -235,11 +242,12 @@ def read_image(r: Reader, is_prod: bool) -> ImageSettings:
         owner_type=r.choice("ghcrOwnerType", ("org", "user"), "org"),  # type: ignore[arg-type]
         pull_token=None,
         builder=r.text("imageBuilder", None),
+        dockerfile=r.choice("imageDockerfile", DOCKERFILES, "traced"),  # type: ignore[arg-type]
     )
     push_token = r.secret_text("registryPushToken")
     pull_token = r.secret_text("registryPullToken")
     r.report(ghcr_repository(image, is_prod))
-    r.report(builder_only_in_build_mode(image))
+    r.report(build_keys_only_in_build_mode(image, r.text("imageDockerfile", None) is not None))
     r.report(build_mode(image, push_token is not None))
     r.report(promote_mode(image))
     r.report(promote_stack_resolves(image, pulumi.get_organization()))
