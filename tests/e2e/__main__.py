@@ -28,8 +28,9 @@ from pathlib import Path
 
 from tests.e2e.limits import Cgroup, CgroupError, remove_leftovers
 from tests.e2e.network import IP, delete_netns, netns_names, node_namespace, run
-from tests.e2e.stack import TEST_OVERRIDES
-from tests.e2e.upstream import UpstreamError, build_report, prepare
+from tests.e2e.stack import TEST_OVERRIDES, building_render
+from tests.e2e.upstream import BuildSpec, UpstreamError, build_report, prepare, prune
+from tests.e2e.upstream.common import quiet
 from tools.harness import ROOT
 
 PREFIX = "x402e2e-"
@@ -126,7 +127,10 @@ def main() -> None:
     app = None
     if not problems:
         try:
-            app = prepare()
+            # Built once here, from what the building stack's program passes its docker-build Images;
+            # each stack's runner reuses it (by key) or builds what its own rendering asks for.
+            app = prepare(BuildSpec.of_resources(building_render().resources))
+            prune({app.root}, quiet)
         except UpstreamError as error:
             problems.append(str(error))
     if problems or app is None:

@@ -68,6 +68,8 @@ class Container:
         self.last_readiness: Optional[ProbeResult] = None
         self.lock = threading.Lock()
         self.env = environment(spec, image, pod, launch.uid)
+        if image.recorder is not None:
+            self.env = image.recorder.env(self.env, pod.name, self.name)
         self.argv = command_line(spec, image, self.env)
         self.log_dir = pod.root / "logs"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tests.e2e.loads import Recorder
 from tests.e2e.registry import Reference
 from tests.e2e.upstream import Prepared
 
@@ -45,6 +46,10 @@ class Image:
     """Accounts the image's /etc/passwd has (name, uid), which some programs look up."""
     stop_signal: signal.Signals = signal.SIGTERM
     """The image's STOPSIGNAL, which the runtime sends instead of SIGTERM."""
+    writable: tuple[tuple[Path, str], ...] = ()
+    """Directories of this machine the runner binds writable (the load recorder's output)."""
+    recorder: Optional[Recorder] = None
+    """Records what each of the image's node processes loads (tests.e2e.loads)."""
 
 
 def _signal(name: Optional[str]) -> signal.Signals:
@@ -69,7 +74,7 @@ def _python_binds() -> tuple[tuple[Path, str], ...]:
 class ImageSet:
     """The stand-in for each image a manifest may name."""
 
-    def __init__(self, app: Prepared, bin_dir: Path, yarn_dir: Path,
+    def __init__(self, app: Prepared, bin_dir: Path, yarn_dir: Path, recorder: Recorder,
                  extra_env: dict[str, str], extra_binds: tuple[tuple[Path, str], ...] = ()) -> None:
         self.app = app
         self.extra_env = extra_env
@@ -81,9 +86,11 @@ class ImageSet:
             name="bundler",
             entrypoint=tuple(app.entrypoint), cmd=tuple(app.cmd), workdir=app.workdir, uid=app.uid, gid=app.gid,
             env={"PATH": f"{IMAGE_PATH}:{YARN_DIR}/bin", "NODE_VERSION": "20", "YARN_VERSION": "1.22.22", **extra_env},
-            binds=((app.app_dir, app.workdir), (yarn_dir, YARN_DIR), *extra_binds),
+            binds=((app.app_dir, app.workdir), (yarn_dir, YARN_DIR), *recorder.binds, *extra_binds),
             users=(("bundler", app.uid),),
             stop_signal=_signal(app.stop_signal),
+            writable=recorder.writable,
+            recorder=recorder,
         )
         self.postgres = Image("postgres", (f"{STAND_IN_DIR}/postgres-entrypoint.sh",), ("postgres",),
                               env={"PATH": path, "PGDATA": "/var/lib/postgresql/data"}, binds=common,

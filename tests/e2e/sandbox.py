@@ -99,6 +99,7 @@ def bwrap(pod: Pod, spec: dict[str, Any], image: Image, launch: Launch, info_fd:
     binds: list[tuple[str, str, str]] = [("--ro-bind", "/usr", "/usr"), ("--ro-bind", "/etc", "/etc")]
     binds += [("--ro-bind", str(path), f"/etc/{name}") for name, path in pod.etc_files.items()]
     binds += [("--ro-bind", str(host), inside) for host, inside in image.binds]
+    binds += [("--bind", str(host), inside) for host, inside in image.writable]
     for mount in spec.get("volumeMounts") or []:
         volume = pod.volumes[mount["name"]]
         host_path = volume.path / mount["subPath"] if mount.get("subPath") else volume.path

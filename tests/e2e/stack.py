@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import secrets
 import signal
 import sys
@@ -26,13 +25,14 @@ from tests.e2e.context import Context
 from tests.e2e.images import ImageSet
 from tests.e2e.kubelet import Events
 from tests.e2e.limits import Cgroup
+from tests.e2e.loads import Recorder
 from tests.e2e.network import StackNetwork
 from tests.e2e.outside import GATEWAY_HOST, GATEWAY_PORT, Outside, start_outside
 from tests.e2e.plan import Step, declared, run_plan
 from tests.e2e.registry import Registry
 from tests.e2e.report import Report
-from tests.e2e.scenarios import capacity, data_path, probes, security, signals, workloads
-from tests.e2e.upstream import Prepared, prepare
+from tests.e2e.scenarios import capacity, data_path, image, probes, security, signals, workloads
+from tests.e2e.upstream import BuildSpec, Prepared, prepare
 from tests.e2e.usage import Meter
 from tests.e2e.wallet import generate_jwk
 from tools.harness import ROOT, Recording, run_program, stack_config
@@ -54,6 +54,7 @@ CLEAN_LINE = "no key or password left in the run's files"
 
 PLAN: list[Step] = [
     workloads.applied,
+    image.time_to_ready,
     capacity.idle,
     data_path.info,
     security.app_user,
@@ -73,6 +74,7 @@ PLAN: list[Step] = [
     probes.postgres_outage,
     signals.termination,
     workloads.failed_migration,
+    image.loads_in_traced_set,
     security.secrets_in_logs,
 ]
 
@@ -89,6 +91,11 @@ def test_secrets(stack: str) -> dict[str, str]:
     return values
 
 
+def building_render() -> Recording:
+    """The building stack's program, as a promoting stack's runner and the orchestrator see it."""
+    return run_program(BUILDING_STACK, overrides=TEST_OVERRIDES[BUILDING_STACK])
+
+
 def pushed(rec: Recording) -> list[str]:
     """What a building stack's image resources pushed, as their provider reported it."""
     return [str(r.outputs["ref"]) for r in rec.resources if r.type.startswith("docker-build:") and r.outputs.get("ref")]
@@ -100,11 +107,12 @@ class StackTest(Context):
     cluster: Cluster
     clients: Clients
 
-    def __init__(self, stack: str, workdir: Path, app: Prepared) -> None:
+    app: Prepared
+
+    def __init__(self, stack: str, workdir: Path) -> None:
         super().__init__()
         self.stack = stack
         self.root = workdir
-        self.app = app
         self.report = Report(stack)
         self.events = Events()
         self.config = {**stack_config(stack), **{f"x402-bundler:{k}": str(v) for k, v in TEST_OVERRIDES[stack].items()}}
@@ -114,23 +122,25 @@ class StackTest(Context):
         self.registry = Registry()
         self.promoted: dict[str, dict[str, Any]] = {}
         self.out = Outside()
+        self.recorder = Recorder(workdir / "loads")
 
     def render(self, overrides: Optional[dict[str, Any]] = None) -> Recording:
         return run_program(self.stack, overrides=TEST_OVERRIDES[self.stack] if overrides is None else overrides,
                            secrets=dict(self.values), stack_outputs=self.promoted)
 
     def _images(self) -> None:
-        """The registry holds what the building stack pushed; a promoting stack reads its output."""
+        """The registry holds what the building stack pushed, and the bundler tree is what that
+        build's Dockerfile lays out; a promoting stack reads the building stack's output."""
         source = self.config.get("x402-bundler:imagePromoteStack")
+        built: Optional[Recording] = None
         if source:
-            built = run_program(BUILDING_STACK, overrides=TEST_OVERRIDES[BUILDING_STACK])
+            built = building_render()
             self.promoted = {source: {"imageRef": built.outputs["imageRef"]}}
-            refs = pushed(built)
-        else:
-            refs = []
         self.rec = self.render()
-        for ref in refs or pushed(self.rec):
+        build = built or self.rec
+        for ref in pushed(build):
             self.registry.push(ref)
+        self.app = prepare(BuildSpec.of_resources(build.resources))
 
     def run(self) -> Report:
         self.net.setup()
@@ -143,7 +153,9 @@ class StackTest(Context):
             if self.out.tls:
                 ca_binds = ((self.out.tls[0].parent, "/opt/e2e-ca"),)
                 extra_env = {"NODE_EXTRA_CA_CERTS": "/opt/e2e-ca/ca.pem"}
-            images = ImageSet(self.app, self.root / "bin", ROOT / "node_modules" / "yarn", extra_env, ca_binds)
+            self.recorder.prepare()
+            images = ImageSet(self.app, self.root / "bin", ROOT / "node_modules" / "yarn", self.recorder, extra_env,
+                              ca_binds)
             cgroup = Cgroup.under_runner(self.net.prefix)
             node = Node(self.net, self.root, images, self.registry, self.events, cgroup, self.meter)
             self.cluster = Cluster(self.stack, self.rec, node, self.out.hosts)
@@ -152,7 +164,8 @@ class StackTest(Context):
                  and r.name.endswith("postgres-password")), None)
             wallet = self.root / "wallet.json"
             wallet.write_text(self.values["arweaveWallet"])
-            self.clients = Clients(self.cluster, self.app.app_dir, wallet, self.out.tls[0] if self.out.tls else None,
+            # The test's own client runs on the untraced tree: its modules are not the image's.
+            self.clients = Clients(self.cluster, self.app.full_app, wallet, self.out.tls[0] if self.out.tls else None,
                                    endpoints(next(v for k, v in self.cluster.store.secrets.items()
                                                   if k.startswith("bundler-credentials"))))
             self.cluster.services.start()
@@ -254,9 +267,7 @@ def main() -> None:
     parser.add_argument("--workdir", required=True, type=Path)
     args = parser.parse_args()
     _die_with_parent()
-    os.environ["X402_UPSTREAM_QUIET"] = "1"
-    app = prepare()
-    report = StackTest(args.stack, args.workdir, app).run()
+    report = StackTest(args.stack, args.workdir).run()
     print(json.dumps({"stack": args.stack, "passed": report.passed, "failed": report.failed}), flush=True)
     sys.exit(0 if report.failed == 0 else 1)
 

@@ -5,5 +5,6 @@
 - `capacity`: a burst of uploads against the connection budget, resources and limits;
 - `probes`: Services that follow readiness, outages, a frozen worker;
 - `signals`: PID 1, stopping with uploads in flight, idle exits;
-- `security`: users, files, passwords, admission and images, secrets in logs.
+- `security`: users, files, passwords, admission and images, secrets in logs;
+- `image`: the traced /app holds what every process loads; time to Ready.
 """

@@ -1,23 +1,26 @@
-"""The upstream bundler's `/app` tree, as its Dockerfile's runtime stage lays it out, without Docker.
+"""The bundler image's `/app` tree, as the Dockerfile the program builds lays it out, without Docker.
 
-    python -m tests.e2e.upstream [--print-dir] [--relock]
+    python -m tests.e2e.upstream [--stack dev] [--print-dir] [--relock]
 
 For the runtime test that runs the real bundler on this machine, from the commit the dev stack
-builds (`x402-bundler:imageGitRef` in Pulumi.dev.yaml), so it runs what `pulumi up` would put in
-the image:
+builds (`x402-bundler:imageGitRef` in Pulumi.dev.yaml) and the Dockerfile the stack's docker-build
+Image is given (`spec.py`: image/Dockerfile inline, or the context's own), so it runs what
+`pulumi up` would put in the image:
 
 * Source (`source.py`): `$X402_UPSTREAM_SRC`, else a clone of `imageContext` at `imageGitRef`.
   Its files are hashed as a git tree and compared with that commit's tree.
-* Builder stage (`build.py`), step by step from the Dockerfile: `yarn install --frozen-lockfile`
+* The stages before the runtime stage (`build.py`), step by step: `yarn install --frozen-lockfile`
   runs for real with the image's yarn, on the committed `yarn.lock` beside this file: the
   upstream's, but for three versions the registry reached here lacks (`dependencies.py`);
-  `yarn build` runs on the source adapted to those substitutes, tsc's errors are kept.
+  `yarn build` runs on the source adapted to those substitutes, tsc's errors are kept; the
+  tracer (image/tracer) runs for real on the builder's tree.
 * Runtime stage (`layout.py`): every COPY, the user and group ids, ENTRYPOINT, CMD, ...
 
-The tree lands in `build/upstream/<key>/app` with `image.json` and the build logs; `<key>` hashes
-everything that shapes it (the build context, this package's sources and lock, the commit, node
-and yarn), so an unchanged input reuses a complete tree. `build_report()` says whether the source
-is the commit, the installed dependencies the upstream yarn.lock's, and tsc's errors tolerated.
+The tree lands in `build/upstream/<key>/app` with `image.json`, the stages' trees and the build
+logs; `<key>` hashes everything that shapes it (the build context, the Dockerfile and named
+contexts, this package's sources and lock, the commit, node and yarn), so an unchanged input
+reuses a complete tree. `build_report()` says whether the source is the commit, the installed
+dependencies the upstream yarn.lock's, and tsc's errors tolerated.
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ from tests.e2e.upstream.common import (
     version_of,
 )
 from tests.e2e.upstream.context import Context
-from tests.e2e.upstream.dockerfile import DOCKERFILE, copies, parse_dockerfile
+from tests.e2e.upstream.dockerfile import DOCKERFILE, Stage, copies, parse_dockerfile
+from tests.e2e.upstream.figures import measure
 from tests.e2e.upstream.layout import REQUIRED_FILES, lay_out, verify
 from tests.e2e.upstream.source import TreeProof, locate_source
+from tests.e2e.upstream.spec import BuildSpec
 
-__all__ = ["Prepared", "UpstreamError", "build_report", "prepare"]
+__all__ = ["BuildSpec", "Prepared", "UpstreamError", "build_report", "describe", "prepare", "prune"]
 
 MARKER = "COMPLETE"
 IMAGE_JSON = "image.json"
@@ -66,7 +71,16 @@ class Prepared:
 
     app_dir: Path
     root: Path
-    """`build/upstream/<key>`: holds `app/`, `image.json` and the build logs."""
+    """`build/upstream/<key>`: holds `app/`, `image.json`, `stages/` and the build logs."""
+    full_app: Path
+    """The tree the tracer read (the builder's /app with what the processes read from the context);
+    for a layout that is not traced, `app_dir` itself."""
+    spec: str
+    """Which Dockerfile laid it out (BuildSpec.label)."""
+    trace: Optional[dict[str, Any]]
+    """The tracer's report (image/tracer/trace.mjs), when the Dockerfile traces."""
+    figures: dict[str, int]
+    """`/app` as an image layer holds it: apparent and on-disk bytes, files, gzip-compressed bytes."""
     source: Path
     """Where this run took the source from (a reused tree may have been built from another copy
     with the same build context)."""
@@ -133,47 +147,84 @@ def build_report(prepared: Prepared) -> list[tuple[str, bool, str]]:
     return [tree, deps, ("TypeScript compiles as the image's yarn build", not untolerated, detail)]
 
 
-def _build(context: Context, commit: str, key: str, tmp: Path, say: Say) -> dict[str, Any]:
-    started = time.monotonic()
-    stages = parse_dockerfile((context.root / DOCKERFILE).read_text())
-    final = stages[-1]
-    sources = {c.from_stage for c in copies(final) if c.from_stage}
+def _needed(final: Stage, stages: list[Stage]) -> list[Stage]:
+    """The stages the runtime stage depends on (COPY --from, FROM), in Dockerfile order."""
     by_name = {s.name: s for s in stages if s.name} | {str(s.index): s for s in stages}
-    if len(sources) > 1:
-        raise UpstreamError(f"the runtime stage copies from several stages ({sorted(sources)}): only one is emulated")
-    stage = by_name.get(next(iter(sources))) if sources else None
-    if sources and stage is None:
-        raise UpstreamError(f"the runtime stage copies --from={next(iter(sources))}, which is no stage")
-    builder = Builder(context, tmp / "builder", tmp / "logs", say)
-    builder_workdir = "/"
-    if stage is not None:
-        say(f"builder stage: `FROM {stage.base} AS {stage.name}` ({len(stage.instructions)} instructions)")
-        builder_workdir = builder.run(stage)
+    wanted: set[int] = set()
+    pending = [final]
+    while pending:
+        stage = pending.pop()
+        for ref in [stage.base, *(c.from_stage for c in copies(stage) if c.from_stage)]:
+            found = by_name.get(ref)
+            if found is not None and found.index not in wanted:
+                wanted.add(found.index)
+                pending.append(found)
+    return [s for s in stages if s.index in wanted]
+
+
+def _build(context: Context, spec: BuildSpec, commit: str, key: str, tmp: Path, say: Say) -> dict[str, Any]:
+    started = time.monotonic()
+    text = spec.dockerfile if spec.dockerfile is not None else (context.root / DOCKERFILE).read_text()
+    stages = parse_dockerfile(text)
+    final = stages[-1]
+    named = spec.contexts()
+    roots: dict[str, Path] = {}
+    workdirs: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    logs = tmp / "logs"
+    needed = _needed(final, stages)
+    for stage in needed:
+        keys = [k for k in (stage.name, str(stage.index)) if k]
+        parent = next((s for s in needed if stage.base in (s.name, str(s.index))), None)
+        if parent is not None:
+            # `FROM <stage>` goes on in that stage's tree, which no later step may then read as it was.
+            later = [s for s in needed if s.index > stage.index]
+            if any(parent.name in {c.from_stage for c in copies(s)} or s.base == parent.name for s in [*later, final]):
+                raise UpstreamError(f"stage {keys[0]} goes on from {parent.name}, which a later stage also reads: "
+                                    "not emulated")
+            root, workdir = roots[parent.name or str(parent.index)], workdirs[parent.name or str(parent.index)]
+        else:
+            root, workdir = tmp / "stages" / keys[0], "/"
+        say(f"{keys[0]} stage: `FROM {stage.base}{' AS ' + stage.name if stage.name else ''}` "
+            f"({len(stage.instructions)} instructions)")
+        builder = Builder(context, root, logs, say, named=named, stages=dict(roots), workdir=workdir)
+        workdir = builder.run(stage)
+        if "trace" in builder.results and "trace" not in results:
+            traced = root / Path(builder.results["trace"]["app"]).relative_to("/")
+            results["full_app"] = traced.relative_to(tmp).as_posix()
+        results.update(builder.results)
+        timings.update(builder.timings)
+        for k in keys:
+            roots[k], workdirs[k] = root, workdir
     layout_started = time.monotonic()
-    image = lay_out(final, context, builder.work, builder_workdir, tmp / "app", say)
-    rmtree(builder.work)
+    image = lay_out(final, context, named, roots, tmp / "app", say)
     verify(tmp / "app")
-    builder.timings["layout"] = time.monotonic() - layout_started
-    builder.timings["total"] = time.monotonic() - started
+    timings["layout"] = time.monotonic() - layout_started
+    measuring = time.monotonic()
+    results["figures"] = measure(tmp / "app")
+    timings["measure"] = time.monotonic() - measuring
+    timings["total"] = time.monotonic() - started
     return {
-        "commit": commit, "key": key, "source": str(context.root), **image, **builder.results,
+        "commit": commit, "key": key, "source": str(context.root), "spec": spec.label, **image, **results,
         "substitutions": [asdict(s) for s in dependencies.SUBSTITUTIONS],
         "adaptations": [asdict(a) for a in ADAPTATIONS],
         "tolerated_errors": [asdict(t) for t in TOLERATED_ERRORS],
         "lock_sha256": hashlib.sha256(dependencies.LOCK_FILE.read_bytes()).hexdigest(),
         "node": version_of(["node", "--version"]),
         "yarn": dependencies.IMAGE_YARN_VERSION,
-        "timings": {k: round(v, 1) for k, v in builder.timings.items()},
+        "timings": {k: round(v, 1) for k, v in timings.items()},
     }
 
 
-def cache_key(context: Context, commit: str) -> tuple[str, int]:
+def cache_key(context: Context, commit: str, spec: BuildSpec) -> tuple[str, int]:
     """Over everything that shapes the tree; (key, number of context files)."""
     digest = hashlib.sha256()
     digest.update(f"commit {commit}\0node {version_of(['node', '--version'])}\0".encode())
     digest.update(f"yarn {version_of([str(dependencies.YARN), '--version'])}\0".encode())
     for path in sorted([*PACKAGE_DIR.glob("*.py"), dependencies.LOCK_FILE]):
         digest.update(f"{path.name}\0".encode() + (path.read_bytes() if path.is_file() else b"(none)") + b"\0")
+    spec.digest(digest)
     files = context.digest(digest)
     return digest.hexdigest()[:KEY_LEN], files
 
@@ -198,7 +249,9 @@ def _prepared(root: Path, reused: bool, source: Path, proof: TreeProof) -> Prepa
     deps = data.get("dependencies") or {}
     tsc = data.get("tsc") or {}
     return Prepared(
-        app_dir=root / "app", root=root, source=source, key=data["key"], commit=data["commit"],
+        app_dir=root / "app", root=root, full_app=root / data.get("full_app", "app"), spec=data.get("spec", ""),
+        trace=(data.get("trace") or {}).get("report"), figures=dict(data.get("figures") or {}),
+        source=source, key=data["key"], commit=data["commit"],
         entrypoint=list(data["entrypoint"]), cmd=list(data["cmd"]), workdir=data["workdir"], user=data["user"],
         uid=int(data["uid"]), gid=int(data["gid"]), process_gid=int(data["process_gid"]),
         exposed_ports=[int(p) for p in data["exposed_ports"]], env=dict(data["env"]),
@@ -210,18 +263,9 @@ def _prepared(root: Path, reused: bool, source: Path, proof: TreeProof) -> Prepa
     )
 
 
-def _du(path: Path) -> tuple[int, int]:
-    total = files = 0
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            files += 1
-    return total, files
-
-
-def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared:
-    """Build (or reuse) the image tree of the commit Pulumi.dev.yaml builds. Raises UpstreamError
-    only when no tree can be built; a source or dependency mismatch is for `build_report`."""
+def prepare(spec: BuildSpec, *, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared:
+    """Build (or reuse) the image tree `spec` lays out, of the commit Pulumi.dev.yaml builds. Raises
+    UpstreamError only when no tree can be built; a source or dependency mismatch is for `build_report`."""
     say = say or stderr_say
     source = locate_source(say)
     with _build_lock(say):
@@ -231,9 +275,9 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
             dependencies.relock(source.path, BUILD_ROOT, say)
         context = Context.of(source.path)
         started = time.monotonic()
-        key, files = cache_key(context, source.commit)
+        key, files = cache_key(context, source.commit, spec)
         root = BUILD_ROOT / key
-        say(f"key {key} ({files} context files, this package and its yarn.lock; hashed in "
+        say(f"key {key} ({files} context files, {spec.label}, this package and its yarn.lock; hashed in "
             f"{time.monotonic() - started:.1f}s)")
         if ((root / MARKER).is_file() and (root / IMAGE_JSON).is_file()
                 and all((root / "app" / f).is_file() for f in REQUIRED_FILES)):
@@ -245,7 +289,7 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
         tmp = BUILD_ROOT / f".tmp-{key}-{os.getpid()}"
         try:
             tmp.mkdir(parents=True)
-            image = _build(context, source.commit, key, tmp, say)
+            image = _build(context, spec, source.commit, key, tmp, say)
             (tmp / IMAGE_JSON).write_text(json.dumps(image, indent=2) + "\n")
             (tmp / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
             tmp.rename(root)
@@ -258,11 +302,21 @@ def prepare(*, relock_lock: bool = False, say: Optional[Say] = None) -> Prepared
             rmtree(tmp)
             raise
         rmtree(BUILD_ROOT / "last-failed-logs")
+        timings = ", ".join(f"{k} {v:.1f}s" for k, v in image["timings"].items())
+        say(f"built {rel(root)}: {describe(image['figures'])}; {timings}")
+        return _prepared(root, False, source.path, source.proof)
+
+
+def describe(figures: dict[str, int]) -> str:
+    mib = 2**20
+    return (f"/app {figures['apparent'] / mib:.1f} MiB apparent, {figures['disk'] / mib:.1f} MiB on disk, "
+            f"{figures['files']} files, {figures['compressed'] / mib:.1f} MiB as a gzip layer")
+
+
+def prune(keep: set[Path], say: Say) -> None:
+    """Remove the trees of earlier builds (each holds about 1.5 GB), keeping those in `keep`."""
+    with _build_lock(say):
         for old in BUILD_ROOT.iterdir():
-            if old != root and old.is_dir() and KEY_RE.match(old.name):
+            if old not in keep and old.is_dir() and KEY_RE.match(old.name):
                 say(f"removing the older tree {rel(old)}")
                 rmtree(old)
-        size, count = _du(root / "app")
-        timings = ", ".join(f"{k} {v:.1f}s" for k, v in image["timings"].items())
-        say(f"built {rel(root)}: {count} files, {size / 2**20:.0f} MiB; {timings}")
-        return _prepared(root, False, source.path, source.proof)

@@ -1,7 +1,11 @@
-"""The builder stage, step by step as its Dockerfile says (an unknown step is an error, so an
-upstream change is noticed): COPY from the context, `yarn install --frozen-lockfile` run for real
-with the image's yarn and the committed lock, `yarn build` (rimraf lib, then tsc) on the source
-adapted to the substituted packages, `find ... -delete`, and the echo into /tmp."""
+"""The stages before the runtime stage, step by step as their Dockerfile says (an unknown step is an
+error, so a change is noticed). Each stage has a directory standing for its `/`; `FROM <stage>`
+goes on in that stage's. Steps: COPY from the context, a named context or an earlier stage;
+`yarn install --frozen-lockfile` run for real with the image's yarn and the committed lock;
+`yarn build` (rimraf lib, then tsc) on the source adapted to the substituted packages;
+`find ... -delete`; the echo into /tmp; and `npm ci` and `node <script>` run for real with this
+machine's npm and node (20.20, the image's), their absolute path arguments read as paths in the
+stage (image/Dockerfile's tracer)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from tests.e2e.upstream import dependencies
 from tests.e2e.upstream.common import Say, UpstreamError, node_env, rel, run_logged, tail
 from tests.e2e.upstream.context import Context
 from tests.e2e.upstream.dockerfile import WHO, Instruction, Stage, parse_copy, resolve_in, shell_commands
-from tests.e2e.upstream.layout import copy_from_context
+from tests.e2e.upstream.layout import copy_from_context, copy_from_stage
 
 
 @dataclass(frozen=True)
@@ -117,35 +121,55 @@ def classify(errors: list[TscError], tolerated: tuple[Tolerated, ...] = TOLERATE
 
 @dataclass
 class Builder:
-    """Emulates the builder stage in `work` (standing for the stage's WORKDIR)."""
+    """Emulates a stage in `root` (standing for the stage's `/`), from `workdir`."""
 
     context: Context
-    work: Path
+    root: Path
     logs: Path
     say: Say
+    named: dict[str, Context] = field(default_factory=dict)
+    """The named build contexts (`--build-context name=path`)."""
+    stages: dict[str, Path] = field(default_factory=dict)
+    """Roots of the stages built before this one, by name and index."""
+    workdir: str = "/"
     timings: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
-    """What image.json keeps: the dependency difference and the tsc errors."""
+    """What image.json keeps: the dependency difference, the tsc errors and the trace."""
+
+    @property
+    def work(self) -> Path:
+        """The stage's WORKDIR on this machine."""
+        return self.at(self.workdir)
+
+    def at(self, path: str) -> Path:
+        return self.root / resolve_in(self.workdir, path).relative_to("/")
 
     def run(self, stage: Stage) -> str:
         """All of the stage's instructions; returns its WORKDIR."""
-        workdir = "/"
-        self.work.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        label = f"{stage.name or stage.index} stage"
         for ins in stage.instructions:
-            where = f"Dockerfile line {ins.line} (builder stage)"
+            where = f"Dockerfile line {ins.line} ({label})"
             if ins.keyword == "WORKDIR":
-                workdir = str(resolve_in(workdir, ins.args.strip()))
+                self.workdir = str(resolve_in(self.workdir, ins.args.strip()))
+                self.work.mkdir(parents=True, exist_ok=True)
             elif ins.keyword == "COPY":
                 copy = parse_copy(ins)
-                if copy.from_stage:
-                    raise UpstreamError(f"{where}: `{ins}`: COPY --from inside the builder is not emulated")
-                copy_from_context(copy, self.context, self.work, workdir, owner=None)
+                if copy.from_stage in self.stages:
+                    copy_from_stage(copy, self.stages[copy.from_stage], self.root, self.workdir, None, "/")
+                elif copy.from_stage in self.named:
+                    copy_from_context(copy, self.named[copy.from_stage], self.root, self.workdir, None, "/")
+                elif copy.from_stage:
+                    raise UpstreamError(f"{where}: `{ins}`: --from={copy.from_stage} is no earlier stage and no "
+                                        f"named context")
+                else:
+                    copy_from_context(copy, self.context, self.root, self.workdir, None, "/")
             elif ins.keyword == "RUN":
                 for command in shell_commands(ins.args, where):
                     self.command(command, where, ins)
             elif ins.keyword != "LABEL":
-                raise UpstreamError(f"{where}: `{ins}`: {ins.keyword} in the builder stage is not emulated")
-        return workdir
+                raise UpstreamError(f"{where}: `{ins}`: {ins.keyword} in the {label} is not emulated")
+        return self.workdir
 
     def command(self, command: list[str], where: str, ins: Instruction) -> None:
         if command[:2] == ["apk", "add"]:
@@ -159,11 +183,33 @@ class Builder:
             self.find_delete(command[1], command[3])
         elif command[0] == "echo" and len(command) >= 3 and command[-2] == ">" and command[-1].startswith("/tmp/"):
             self.say(f"builder: `{' '.join(ins.args.split())}` writes outside the work dir: nothing the image copies")
+        elif command[:2] == ["npm", "ci"]:
+            self.run_tool("npm", command, "npm-ci.log")
+        elif command[0] == "node" and len(command) >= 2 and command[1].endswith("/trace.mjs"):
+            # The image keeps no report; the emulator asks for one, for the figures and the runtime check.
+            report = self.logs / "trace.json"
+            self.run_tool("node", command, "trace.log", extra=("--report", str(report)))
+            traced = command[command.index("--app") + 1] if "--app" in command else ""
+            self.results["trace"] = {"app": str(resolve_in(self.workdir, traced)), "report": json.loads(
+                report.read_text())}
         else:
             raise UpstreamError(
                 f"{where}: `{shlex.join(command)}` is a step {WHO} does not know how to emulate: the upstream "
                 f"Dockerfile changed; teach Builder.command() what it does"
             )
+
+    def run_tool(self, tool: str, command: list[str], log_name: str, extra: tuple[str, ...] = ()) -> None:
+        """`npm`/`node` on this machine, in the WORKDIR, the step's absolute paths mapped into the stage
+        (`extra`: the emulator's own arguments, paths on this machine)."""
+        argv = [tool, *(str(self.at(a)) if a.startswith("/") else a for a in command[1:]), *extra]
+        log = self.logs / log_name
+        rc, seconds = run_logged(argv, self.work, log, self.say, node_env())
+        self.timings[log_name.removesuffix(".log").replace("-", "_")] = seconds
+        if rc != 0:
+            raise UpstreamError(f"`{shlex.join(command)}` failed (exit {rc}); end of {log}:\n{tail(log)}")
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("trace: "):
+                self.say(f"{tool}: {line.removeprefix('trace: ')[:400]}")
 
     def install(self) -> None:
         """`yarn install --frozen-lockfile` with the substitutions in package.json and the committed lock."""

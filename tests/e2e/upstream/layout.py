@@ -46,15 +46,17 @@ def _lchown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 def _copy(copy: CopyInstruction, sources: list[tuple[str, bool]], root: Path, workdir: str,
-          owner: Optional[tuple[int, int]], place: Place) -> list[str]:
-    """Docker's COPY destination rules for `sources` (path, is a directory); returns the created
-    paths relative to `root`, which stands for `workdir`."""
+          owner: Optional[tuple[int, int]], place: Place, top: Optional[str] = None) -> list[str]:
+    """Docker's COPY destination rules for `sources` (path, is a directory), relative to the stage's
+    `workdir`; returns the created paths relative to `root`, which stands for the image path `top`
+    (a stage's `/`, or the runtime stage's WORKDIR)."""
+    top = top or workdir
     dest_abs = resolve_in(workdir, copy.dest)
     try:
-        dest = root / dest_abs.relative_to(workdir)
+        dest = root / dest_abs.relative_to(top)
     except ValueError as exc:
         raise UpstreamError(
-            f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: copies outside {workdir}"
+            f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: copies outside {top}"
         ) from exc
     if len(sources) > 1 and not copy.dest.endswith("/"):
         raise UpstreamError(
@@ -74,7 +76,7 @@ def _copy(copy: CopyInstruction, sources: list[tuple[str, bool]], root: Path, wo
 
 
 def copy_from_context(copy: CopyInstruction, context: Context, root: Path, workdir: str,
-                      owner: Optional[tuple[int, int]]) -> list[str]:
+                      owner: Optional[tuple[int, int]], top: Optional[str] = None) -> list[str]:
     """COPY from the build context. Modes are those of a git checkout (what buildx gets from the
     Git URL the stack builds): files 0644, or 0755 when executable; directories 0755."""
 
@@ -101,40 +103,38 @@ def copy_from_context(copy: CopyInstruction, context: Context, root: Path, workd
                 copy_file(path, target)
 
     sources = [(r, (context.root / r).is_dir() and not (context.root / r).is_symlink()) for r in context.sources(copy)]
-    return _copy(copy, sources, root, workdir, owner, place)
+    return _copy(copy, sources, root, workdir, owner, place, top)
 
 
-def copy_from_builder(copy: CopyInstruction, builder: Path, builder_workdir: str, root: Path, workdir: str,
-                      owner: tuple[int, int]) -> list[str]:
+def copy_from_stage(copy: CopyInstruction, stage_root: Path, root: Path, workdir: str,
+                    owner: Optional[tuple[int, int]], top: Optional[str] = None) -> list[str]:
+    """COPY --from=<stage>: its sources are paths from that stage's `/` (`stage_root`)."""
     sources = []
     for pattern in copy.sources:
-        try:
-            rel = resolve_in(builder_workdir, pattern).relative_to(builder_workdir).as_posix()
-        except ValueError as exc:
+        rel = resolve_in("/", pattern).relative_to("/").as_posix()
+        if not (stage_root / rel).exists():
             raise UpstreamError(
-                f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: "
-                f"{pattern} is outside the builder work dir {builder_workdir}"
-            ) from exc
-        if not (builder / rel).exists():
-            raise UpstreamError(
-                f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: the builder produced no {pattern}"
+                f"Dockerfile line {copy.instruction.line}: `{copy.instruction}`: stage {copy.from_stage} produced "
+                f"no {pattern}"
             )
-        sources.append((rel, (builder / rel).is_dir() and not (builder / rel).is_symlink()))
+        sources.append((rel, (stage_root / rel).is_dir() and not (stage_root / rel).is_symlink()))
 
     def place(rel: str, dest: Path) -> None:
-        src = builder / rel
+        src = stage_root / rel
         if src.is_dir() and not src.is_symlink():
             shutil.copytree(src, dest, symlinks=True, copy_function=_link_or_copy, dirs_exist_ok=True)
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(str(src), str(dest))
 
-    return _copy(copy, sources, root, workdir, owner, place)
+    return _copy(copy, sources, root, workdir, owner, place, top)
 
 
-def lay_out(stage: Stage, context: Context, builder: Path, builder_workdir: str, app: Path,
+def lay_out(stage: Stage, context: Context, named: dict[str, Context], stage_roots: dict[str, Path], app: Path,
             say: Say) -> dict[str, Any]:
-    """The runtime stage into `app`; returns the image's configuration for image.json."""
+    """The runtime stage into `app`, copying from the build context, the named contexts and the
+    stages built before it (`stage_roots`, each standing for that stage's `/`); returns the
+    image's configuration for image.json."""
     accounts = Accounts()
     workdir: Optional[str] = None
     workdir_owner = (0, 0)
@@ -173,8 +173,12 @@ def lay_out(stage: Stage, context: Context, builder: Path, builder_workdir: str,
                 raise UpstreamError(f"{where}: COPY before WORKDIR: the tree is laid out relative to the WORKDIR")
             copy = parse_copy(ins)
             owner = accounts.owner(copy.chown)
-            if copy.from_stage:
-                paths = copy_from_builder(copy, builder, builder_workdir, app, workdir, owner)
+            if copy.from_stage in stage_roots:
+                paths = copy_from_stage(copy, stage_roots[copy.from_stage], app, workdir, owner)
+            elif copy.from_stage in named:
+                paths = copy_from_context(copy, named[copy.from_stage], app, workdir, owner)
+            elif copy.from_stage:
+                raise UpstreamError(f"{where}: `{ins}`: --from={copy.from_stage} is no stage and no named context")
             else:
                 paths = copy_from_context(copy, context, app, workdir, owner)
             copied.append({"instruction": str(ins), "from": copy.from_stage or "context", "paths": paths,
