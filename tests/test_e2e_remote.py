@@ -161,6 +161,12 @@ def stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
                                   "user": f"admin:{SECRETS['admin-password']}"},
             "/admin/stats": {"status": 200, "body": stats("later", completed=5),
                              "user": f"admin:{SECRETS['admin-password']}"},
+            "/admin/queues/": {"status": 200, "body": '<script src="static/js/main.js"></script>',
+                               "user": f"admin:{SECRETS['admin-password']}"},
+            "/admin/queues/static/js/main.js": {"status": 200, "body": "main()",
+                                                "user": f"admin:{SECRETS['admin-password']}"},
+            "/admin/queues/api/queues": {"status": 200, "body": json.dumps({"queues": [{"name": "upload-plan-bundle"}]}),
+                                         "user": f"admin:{SECRETS['admin-password']}"},
         },
         "node": {"status": 200, "id": "itemid", "receipt_valid": True, "elapsed_ms": 12},
     }
@@ -301,15 +307,17 @@ def test_the_shared_scenarios_run_on_the_kubectl_view(stubs: dict[str, Any], cap
     assert lines[0].startswith("e2e: dev: GET /v1/info shows the stack's wallet and payment address: ok")
     assert lines[1].startswith("e2e: dev: admin dashboard behind the stack's admin password: ok "
                                "(without credentials HTTP 401, with HTTP 200")
-    assert lines[2].startswith("e2e: dev: admin statistics: ok")
-    assert (test.report.passed, test.report.failed) == (3, 0)
+    assert lines[2].startswith("e2e: dev: queue board (bull-board): its page, its scripts and its queue list, "
+                               "behind the admin password: ok (without credentials HTTP 401; page HTTP 200 naming 1")
+    assert lines[3].startswith("e2e: dev: admin statistics: ok")
+    assert (test.report.passed, test.report.failed) == (4, 0)
     # A wallet the API does not show is a FAIL, not a pass; so are statistics that did not move.
     stubs["answers"]["http"]["/v1/info"]["body"] = json.dumps({"x402": {"payTo": PAYMENT}})
     stubs["save"]()
     lines = run(completed_before=5)
     assert "wallet" in lines[0] and "MISSING" in lines[0] and ": FAIL (" in lines[0]
-    assert lines[2].startswith("e2e: dev: admin statistics: FAIL (") and "moved 0 with the 1 uploads" in lines[2]
-    assert (test.report.passed, test.report.failed) == (1, 2)
+    assert lines[3].startswith("e2e: dev: admin statistics: FAIL (") and "moved 0 with the 1 uploads" in lines[3]
+    assert (test.report.passed, test.report.failed) == (2, 2)
 
 
 # ---------------------------------------------------------------- the workflow

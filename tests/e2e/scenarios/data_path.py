@@ -5,6 +5,7 @@ reads, and checks that look at what the app does, not at a port)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -122,13 +123,36 @@ def in_database(t: Context, item: str) -> bool:
         return False
 
 
+def queue_board(t: Context, board: str, auth: tuple[str, str]) -> None:
+    """The views and static files @bull-board/ui ships (image/tracer keeps them by rule: no tracer
+    sees how @bull-board/api finds them), and the queues the board reads from the queue Redis."""
+    anonymous, _ = t.clients.http(f"{board}/")
+    status, page = t.clients.http(f"{board}/", auth=auth)
+    scripts = re.findall(r'src="(?:\./)?(static/[^"]+\.js)"', page)
+    fetched = [t.clients.http(f"{board}/{src}", auth=auth) for src in scripts[:2]]
+    listing, body = t.clients.http(f"{board}/api/queues", auth=auth)
+    try:
+        names = sorted(q.get("name", "") for q in json.loads(body).get("queues") or [])
+    except (json.JSONDecodeError, AttributeError):
+        names = []
+    t.ok(QUEUE_BOARD, anonymous == 401 and status == 200 and bool(scripts)
+         and all(code == 200 and len(js) > 0 for code, js in fetched) and listing == 200
+         and any(n.startswith("upload-") for n in names),
+         f"without credentials HTTP {anonymous}; page HTTP {status} naming {len(scripts)} scripts, the first "
+         f"{len(fetched)} HTTP {[code for code, _ in fetched]} ({sum(len(js) for _, js in fetched)} bytes); "
+         f"api/queues HTTP {listing}: {len(names)} queues {names[:3]}")
+
+
 def rendered_config(rec: Recording) -> dict[str, str]:
     maps = [r for r in rec.resources if r.type == "kubernetes:core/v1:ConfigMap"
             and str(r.get("metadata.name", "")).startswith("bundler-settings")]
     return dict(maps[0].inputs.get("data") or {}) if maps else {}
 
 
-@scenario("admin dashboard behind the stack's admin password", "admin statistics", remote=True)
+QUEUE_BOARD = "queue board (bull-board): its page, its scripts and its queue list, behind the admin password"
+
+
+@scenario("admin dashboard behind the stack's admin password", QUEUE_BOARD, "admin statistics", remote=True)
 def admin(t: Context) -> None:
     c = t.cluster.config()
     base = t.service_url("bundler-admin")
@@ -137,6 +161,7 @@ def admin(t: Context) -> None:
     dashboard, page = t.clients.http(f"{base}/admin/dashboard/", auth=(user, password))
     t.ok("admin dashboard behind the stack's admin password", anonymous == 401 and dashboard == 200,
          f"without credentials HTTP {anonymous}, with HTTP {dashboard} ({len(page)} bytes)")
+    queue_board(t, f"{base}/admin/queues", (user, password))
     before = t.state.stats_before
     expected = t.state.accepted_uploads
     was = completed_jobs(before) if before else None
