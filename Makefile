@@ -14,7 +14,7 @@ RENDER_DIR ?= build/render/$(STACK)
 X402_UPSTREAM_SRC ?= $(wildcard $(abspath ..)/shared/upstream/ar-io-x402-bundler)
 export X402_UPSTREAM_SRC
 
-.PHONY: install up preview destroy check init config pulumi env test lint render bench clean e2e test-deps
+.PHONY: install up preview destroy check init config pulumi env test lint render bench bench-image clean e2e test-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ render: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/render.py
+
+# Seed risk 5: the upstream Dockerfile's /app against the traced one, sizes and time to Ready
+# (runs the dev stack's runtime test on each layout: root, about 15 minutes).
+bench-image: test-deps
+	$(PY) bench/image.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -16,28 +16,15 @@ from typing import Any
 
 import pytest
 
-from components.image import TRACER_CONTEXT
-from tools.harness import ROOT
+from tests.e2e.upstream.tracer import install
 
-INSTALLED = ROOT / "build" / "tracer-test"
 ARCH = {"x86_64": "x64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 MSGPACKR_PLATFORM = f"@msgpackr-extract/msgpackr-extract-linux-{ARCH}"
 
 
 @pytest.fixture(scope="session")
 def tracer() -> Path:
-    """trace.mjs beside node_modules installed from its package-lock.json (reused while the lock is)."""
-    lock = (TRACER_CONTEXT / "package-lock.json").read_text()
-    INSTALLED.mkdir(parents=True, exist_ok=True)
-    marker = INSTALLED / "installed-lock.json"
-    if not marker.is_file() or marker.read_text() != lock:
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(TRACER_CONTEXT / name, INSTALLED / name)
-        subprocess.run(["npm", "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=INSTALLED,
-                       check=True, capture_output=True, timeout=300)
-        marker.write_text(lock)
-    shutil.copy(TRACER_CONTEXT / "trace.mjs", INSTALLED / "trace.mjs")
-    return INSTALLED / "trace.mjs"
+    return install()
 
 
 def write(root: Path, files: dict[str, str]) -> None:

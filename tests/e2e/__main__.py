@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tests.e2e.limits import Cgroup, CgroupError, remove_leftovers
 from tests.e2e.network import IP, delete_netns, netns_names, node_namespace, run
-from tests.e2e.stack import TEST_OVERRIDES, building_render
+from tests.e2e.stack import IMAGE_DOCKERFILE_ENV, TEST_OVERRIDES, building_render
 from tests.e2e.upstream import BuildSpec, UpstreamError, build_report, prepare, prune
 from tests.e2e.upstream.common import quiet
 from tools.harness import ROOT
@@ -121,7 +121,11 @@ class Stacks:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--stack", action="append", choices=sorted(TEST_OVERRIDES))
+    parser.add_argument("--image-dockerfile", choices=("traced", "upstream"),
+                        help="the building stacks' imageDockerfile, for make bench-image (default: the stack files')")
     args = parser.parse_args()
+    if args.image_dockerfile:
+        os.environ[IMAGE_DOCKERFILE_ENV] = args.image_dockerfile
     stacks = args.stack or sorted(TEST_OVERRIDES)
     problems = preflight()
     app = None
@@ -130,7 +134,8 @@ def main() -> None:
             # Built once here, from what the building stack's program passes its docker-build Images;
             # each stack's runner reuses it (by key) or builds what its own rendering asks for.
             app = prepare(BuildSpec.of_resources(building_render().resources))
-            prune({app.root}, quiet)
+            if not args.image_dockerfile:  # the benchmark keeps both layouts
+                prune({app.root}, quiet)
         except UpstreamError as error:
             problems.append(str(error))
     if problems or app is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import secrets
 import signal
 import sys
@@ -47,6 +48,9 @@ TEST_OVERRIDES: dict[str, dict[str, Any]] = {
     # whole path (TLS cache, managed PostgreSQL, S3 by virtual-hosted name) here.
     "prod": {"arweaveGateway": f"http://{GATEWAY_HOST}:{GATEWAY_PORT}", "freeUploadLimit": 10240},
 }
+# `make bench-image` only: the building stacks' imageDockerfile, to measure the upstream layout
+# against the traced one with everything else the same (tests.e2e --image-dockerfile).
+IMAGE_DOCKERFILE_ENV = "X402_E2E_IMAGE_DOCKERFILE"
 STACK_INDEX = {"dev": 1, "prod": 2, "local": 3}
 # The stack that builds the image a promoting stack pulls (Pulumi.prod.yaml's imagePromoteStack).
 BUILDING_STACK = "dev"
@@ -91,9 +95,16 @@ def test_secrets(stack: str) -> dict[str, str]:
     return values
 
 
+def overrides_for(stack: str) -> dict[str, Any]:
+    """TEST_OVERRIDES, and for a stack that builds, the benchmark's imageDockerfile if one is asked for."""
+    chosen = os.environ.get(IMAGE_DOCKERFILE_ENV)
+    builds = not stack_config(stack).get("x402-bundler:imagePromoteStack")
+    return {**TEST_OVERRIDES[stack], **({"imageDockerfile": chosen} if chosen and builds else {})}
+
+
 def building_render() -> Recording:
     """The building stack's program, as a promoting stack's runner and the orchestrator see it."""
-    return run_program(BUILDING_STACK, overrides=TEST_OVERRIDES[BUILDING_STACK])
+    return run_program(BUILDING_STACK, overrides=overrides_for(BUILDING_STACK))
 
 
 def pushed(rec: Recording) -> list[str]:
@@ -115,7 +126,7 @@ class StackTest(Context):
         self.root = workdir
         self.report = Report(stack)
         self.events = Events()
-        self.config = {**stack_config(stack), **{f"x402-bundler:{k}": str(v) for k, v in TEST_OVERRIDES[stack].items()}}
+        self.config = {**stack_config(stack), **{f"x402-bundler:{k}": str(v) for k, v in overrides_for(stack).items()}}
         self.values = test_secrets(stack)
         self.net = StackNetwork(prefix=f"x402e2e-{stack}", index=STACK_INDEX[stack])
         self.meter = Meter()
@@ -125,7 +136,7 @@ class StackTest(Context):
         self.recorder = Recorder(workdir / "loads")
 
     def render(self, overrides: Optional[dict[str, Any]] = None) -> Recording:
-        return run_program(self.stack, overrides=TEST_OVERRIDES[self.stack] if overrides is None else overrides,
+        return run_program(self.stack, overrides=overrides_for(self.stack) if overrides is None else overrides,
                            secrets=dict(self.values), stack_outputs=self.promoted)
 
     def _images(self) -> None:
