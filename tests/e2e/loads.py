@@ -186,7 +186,8 @@ def _never_loaded(traced: set[str], loaded: set[str], app: Path) -> list[tuple[s
     used = {_package(rel) for rel in loaded}
     sizes: Counter[str] = Counter()
     for rel in traced - loaded:
-        if _package(rel) not in used:
+        # .bin holds links, whose targets are what loads.
+        if _package(rel) not in used and not rel.startswith("node_modules/.bin/"):
             path = app / rel
             sizes[_package(rel)] += path.lstat().st_size if path.exists() else 0
     return sizes.most_common()

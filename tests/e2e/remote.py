@@ -59,6 +59,7 @@ def applied(t: RemoteTest) -> None:
 REMOTE_PLAN: list[Step] = [
     applied,
     data_path.info,
+    data_path.api_docs,
     data_path.stats_before,
     data_path.upload,
     capacity.burst,

@@ -61,6 +61,7 @@ PLAN: list[Step] = [
     image.time_to_ready,
     capacity.idle,
     data_path.info,
+    data_path.api_docs,
     security.app_user,
     security.data_secret_files,
     security.admitted_and_pulled,

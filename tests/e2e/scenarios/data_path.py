@@ -42,6 +42,27 @@ def info(t: Context) -> None:
          f"payment address {'present' if payment else 'MISSING'}")
 
 
+API_DOCS = "API documents: /openapi.json from docs/openapi.yaml, and the /api-docs page"
+
+
+@scenario(API_DOCS, remote=True)
+def api_docs(t: Context) -> None:
+    """Files the API reads by path at request time: docs/openapi.yaml relative to its working
+    directory (image/tracer keeps it by rule), and koa2-swagger-ui's page template."""
+    status, body = t.clients.http(f"{t.api_url()}/openapi.json")
+    try:
+        spec = json.loads(body)
+    except json.JSONDecodeError:
+        spec = {}
+    paths = spec.get("paths") or {} if isinstance(spec, dict) else {}
+    page_status, page = t.clients.http(f"{t.api_url()}/api-docs")
+    t.ok(API_DOCS, status == 200 and bool(spec.get("openapi")) and bool(paths) and page_status == 200
+         and "openapi.json" in page,
+         f"/openapi.json HTTP {status}: OpenAPI {spec.get('openapi') if isinstance(spec, dict) else None}, "
+         f"{len(paths)} paths; /api-docs HTTP {page_status} ({len(page)} bytes, "
+         f"{'names' if 'openapi.json' in page else 'does not name'} ./openapi.json)")
+
+
 def admin_stats(t: Context) -> tuple[int, Optional[dict[str, Any]], str]:
     c = t.cluster.config()
     auth = (c.get("ADMIN_USERNAME", "admin"), t.clients.endpoints["admin_password"])
