@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.scenarios.image import READY  # noqa: E402 - after the path
+from tests.e2e.scenarios.image import LOADS, READY  # noqa: E402 - after the path
 from tests.e2e.upstream import BuildSpec, prepare  # noqa: E402
 from tests.e2e.upstream.common import quiet  # noqa: E402
 from tools.harness import run_program  # noqa: E402
@@ -36,9 +36,15 @@ def mib(n: int) -> str:
 def runs(stack: str) -> dict[str, dict[str, tuple[str, str]]]:
     """Per layout, per process: (time to Ready, listening after), from the runtime test's line."""
     found: dict[str, dict[str, tuple[str, str]]] = {}
+    kept = ROOT / "build" / "bench-image"
+    kept.mkdir(parents=True, exist_ok=True)
     for layout in LAYOUTS:
         done = subprocess.run([sys.executable, "-m", "tests.e2e", "--stack", stack, "--image-dockerfile", layout],
                               cwd=ROOT, capture_output=True, text=True, check=False)
+        (kept / f"{stack}-{layout}.txt").write_text(done.stdout)
+        for name in (READY, LOADS):
+            shown = next((x for x in done.stdout.splitlines() if f": {name}:" in x), f"{name}: no line")
+            print(f"bench-image: {layout}: {shown}")
         line = next((x for x in done.stdout.splitlines() if f": {READY}:" in x), "")
         found[layout] = {m.group(1): (m.group(2), f"{m.group(3)} s" if m.group(3) else "-")
                          for m in FIGURE.finditer(line)}
