@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components.settings import ConfigError, Settings, load_settings
 from components.settings.reader import Reader
-from components.settings.stack_file import declared_keys, stack_file_problems
+from components.settings.stack_file import StackFileError, declared_keys, read_stack_file, stack_file_problems
 from components.settings.values import eip55, evm_address, has_checksum
 from tests.helpers import PROMOTED
 from tools.harness import ROOT, placeholder_secrets, run_program
@@ -323,7 +323,7 @@ def test_stack_files_commit_no_secret_values() -> None:
     secret_keys = {k for k, v in declared.items() if v.get("secret")}
     for stack in ("dev", "prod"):
         values = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-        committed = {k.split(":", 1)[1] for k in values}
+        committed = {k.split(":", 1)[1] for k in values if k.startswith("x402-bundler:")}
         assert not committed & secret_keys, f"Pulumi.{stack}.yaml commits secret keys {committed & secret_keys}"
         assert committed <= set(declared), f"Pulumi.{stack}.yaml sets undeclared keys {committed - set(declared)}"
 
@@ -430,3 +430,76 @@ def test_ghcr_still_needs_its_tokens_outside_the_local_registry() -> None:
     error = config_error("local", overrides={"imageRepository": "ghcr.io/example-org/ar-io-x402-bundler"},
                          secrets={"registryPushToken": None, "registryPullToken": None})
     assert {"registryPushToken", "registryUsername", "registryPullToken"} <= {p.key for p in error.problems}
+
+
+def test_dev_refuses_to_deploy_an_example_registry_and_warns_what_it_does_with_the_rest() -> None:
+    """dev's example registry and user cannot work (the push would fail after a two-platform build);
+    its example payment address can, and the warning says where payments would go."""
+    with pytest.raises(ConfigError) as raised:
+        run_program("dev", deploying=True)
+    (problem,) = [p for p in raised.value.problems if p.key == "exampleValues"]
+    assert "imageRepository" in problem.message and "registryUsername" in problem.message
+    assert "paymentAddress" not in problem.message
+    assert run_program("dev", overrides={"exampleValues": ["paymentAddress"]}, deploying=True).resources
+
+
+def test_the_local_sandbox_lists_no_example_values() -> None:
+    """Its testnet payment address and local registry are what a sandbox should use."""
+    assert "x402-bundler:exampleValues" not in yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "local"])
+def test_every_stack_names_its_cluster(stack: str) -> None:
+    """So `pulumi up` deploys to the stack's own cluster whatever kubectl's current context is."""
+    assert yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"].get("kubernetes:context")
+
+
+# -- what an offline check used to let through (issue 24) ----------------------------------------
+
+
+def render_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tools.render", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_a_render_says_which_secrets_it_stood_in_for_that_up_needs(tmp_path: Any) -> None:
+    """A green render is no green light: prod on mainnet renders with placeholder CDP keys."""
+    done = render_cli("--stack", "prod", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("placeholders stood in for")]
+    for key in ("arweaveWallet", "cdpApiKeyId", "cdpApiKeySecret", "dbPassword", "s3AccessKeyId"):
+        assert key in line
+    assert "make secret STACK=prod KEY=<key> < <file>" in line
+
+
+def test_a_secret_given_to_render_on_the_command_line_is_refused(tmp_path: Any) -> None:
+    done = render_cli("--stack", "dev", "--out", str(tmp_path), "--set", "arweaveWallet=not-on-the-command-line")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "x402-bundler:arweaveWallet: is a secret: a value on the command line" in done.stderr
+    assert "not-on-the-command-line" not in done.stderr
+
+
+def test_a_summary_of_a_directory_that_is_not_a_render_fails(tmp_path: Any) -> None:
+    done = render_cli("--summary", str(tmp_path), str(tmp_path / "does-not-exist"))
+    assert done.returncode == 2 and "is no render directory" in done.stderr
+
+
+def test_a_key_under_a_misspelled_namespace_is_named_not_ignored(tmp_path: Any) -> None:
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text("config:\n  x402-bundlr:workerReplicas: 3\n  kubernetes:context: kind-dev\n")
+    (problem,) = stack_file_problems(stack_file, declared_keys())
+    assert problem.qualified == "x402-bundlr:workerReplicas"
+    assert "did you mean x402-bundler:workerReplicas?" in problem.message
+
+
+def test_a_yaml_slip_in_a_stack_file_names_its_line_and_column_without_a_traceback(tmp_path: Any) -> None:
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text("config:\n  x402-bundler:apiReplicas: 1\n   x402-bundler:workerReplicas: 2\n")
+    with pytest.raises(StackFileError, match=r"Pulumi.dev.yaml is not valid YAML at line 3, column \d+: .*indentation"):
+        read_stack_file(stack_file)
+
+
+def test_an_unquoted_address_read_as_a_number_says_quote_it() -> None:
+    as_read = str(int("5Fb0C1c5A0d7f3e1F8CD06e1e5Bc1c0c1A0b9E42", 16))
+    (problem,) = evm_address("paymentAddress", as_read)
+    assert "unquoted, so YAML read it as a hexadecimal number" in problem.message
+    assert problem.fix == 'quote it in the stack file: x402-bundler:paymentAddress: "0x<40 hex digits>"'

@@ -8,7 +8,7 @@ YAML per Kubernetes object (`<kind>-<logical name>.yaml`, keys in a canonical or
 `kubectl apply` takes it, secret values redacted), `graph.json` (every resource, its parent,
 dependencies and redacted inputs), `graph.mmd` (the objects by component and the dependencies
 that order the rollout, as Mermaid) and `architecture.mmd` (the components and the order
-between them: the README's diagram). Two runs give byte-identical files, so the render of a
+between them: docs/architecture.md's diagram). Two runs give byte-identical files, so the render of a
 base branch and of a pull request can be diffed.
 """
 
@@ -24,10 +24,10 @@ from typing import Any, Optional
 
 import yaml
 
-from components.names import PROJECT
 from components.settings import ConfigError
-from components.settings.stack_file import declared_keys, unknown_key
-from tools.harness import ROOT, Recording, Registered, run_program, stack_config
+from components.settings.reader import Problem
+from components.settings.stack_file import StackFileError, declared_keys, unknown_key
+from tools.harness import ROOT, Recording, Registered, run_program, stack_config, validate
 
 REDACTED = "REDACTED"
 # The digest a promoting stack would read from the building stack: clearly not a real one.
@@ -245,9 +245,9 @@ def offline_message(stack: str, error: ConfigError) -> str:
     """The problems with fixes for someone without the Pulumi CLI: which stack file to edit."""
     lines = [f"Stack '{stack}' configuration has {len(error.problems)} problem(s); nothing was rendered:"]
     for p in error.problems:
-        fix = f"edit {PROJECT}:{p.key} in Pulumi.{stack}.yaml (with the CLI: {p.fix})" if p.fix.startswith("pulumi ") \
+        fix = f"edit {p.qualified} in Pulumi.{stack}.yaml (with the CLI: {p.fix})" if p.fix.startswith("pulumi ") \
             else p.fix
-        lines += [f"  - {PROJECT}:{p.key}: {p.message}", f"      fix: {fix}"]
+        lines += [f"  - {p.qualified}: {p.message}", f"      fix: {fix}"]
     return "\n".join(lines)
 
 
@@ -262,16 +262,27 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="render as if the stack file set KEY (without the project prefix) to VALUE")
     args = parser.parse_args(argv)
     if args.summary:
+        for directory in args.summary:
+            if not (directory.is_dir() and any(directory.glob("*.yaml"))):
+                parser.error(f"--summary: {directory} is no render directory (make render writes one: "
+                             "build/render/<stack>)")
         print("\n".join(summary(*args.summary)))
         return
     if not (args.stack and args.out):
         parser.error("--stack and --out are required (or --summary BASE HEAD)")
     overrides = dict(item.split("=", 1) for item in args.set)
     declared = declared_keys()
-    unknown = [unknown_key(k, declared, "--set") for k in overrides if k not in declared]
-    problems = list(unknown)
+    problems = [unknown_key(k, declared, "--set") for k in overrides if k not in declared]
+    problems += [Problem(k, "is a secret: a value on the command line would land in the shell's history, and the "
+                            "render stands in a placeholder for it anyway.", f"drop --set {k}=...")
+                 for k in overrides if declared.get(k, {}).get("secret")]
+    usable = {k: v for k, v in overrides.items() if k in declared and not declared[k].get("secret")}
     try:
-        count = write(args.stack, args.out, {k: v for k, v in overrides.items() if k in declared} or None)
+        count = write(args.stack, args.out, usable or None)
+        needed = validate(args.stack, usable or None)
+    except StackFileError as error:
+        print(f"make render STACK={args.stack}: {error}", file=sys.stderr)
+        sys.exit(2)
     except ConfigError as error:
         problems += error.problems
     if problems:
@@ -280,6 +291,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(2)
     print(f"rendered stack {args.stack}: {count} Kubernetes objects, graph.json, graph.mmd and architecture.mmd "
           f"in {args.out}")
+    if needed.missing:
+        # A green render is no green light: say what it stood in for that `up` will need.
+        keys = ", ".join(p.key for p in needed.missing)
+        print(f"placeholders stood in for secrets that pulumi up needs and Pulumi.{args.stack}.yaml does not hold: "
+              f"{keys}; set each with make secret STACK={args.stack} KEY=<key> < <file>")
 
 
 if __name__ == "__main__":

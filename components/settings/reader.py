@@ -26,6 +26,11 @@ class Problem:
     message: str
     fix: str
 
+    @property
+    def qualified(self) -> str:
+        """The key as the stack file writes it (a key of another namespace keeps its own)."""
+        return self.key if ":" in self.key else f"{PROJECT}:{self.key}"
+
 
 def set_command(key: str, value: str, secret: bool = False) -> str:
     """The `pulumi config set` command that gives `key` the value."""
@@ -46,10 +51,10 @@ class ConfigError(pulumi.RunError):
             f"Stack '{stack}' configuration has {len(problems)} problem(s); nothing was deployed:"
         ]
         for p in problems:
-            lines.append(f"  - {PROJECT}:{p.key}: {p.message}")
+            lines.append(f"  - {p.qualified}: {p.message}")
             lines.append(f"      fix: {p.fix}")
         # Bare `pulumi` commands reach whatever backend and stack the shell has selected; this
-        # line points them at this stack's (README, "Backends").
+        # line points them at this stack's (docs/setup.md, "Backends").
         lines.append(f'Run the fixes in a shell prepared with: eval "$(make -s env STACK={stack})"')
         super().__init__("\n".join(lines))
 

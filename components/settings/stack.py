@@ -45,10 +45,25 @@ def read_stack(r: Reader, stack: str, environment: Environment, app_version: str
     return StackIdentity(stack=stack, environment=environment, namespace=namespace, app_version=app_version)
 
 
+# Example values a deploy cannot work with, in any stack: why each fails.
+CANNOT_WORK = {
+    "imageRepository": "the image would be pushed to, or pulled from, an owner the tokens are not for",
+    "registryUsername": "the registry login would name a user the tokens are not for",
+    "imagePromoteStack": "the image would be promoted from a stack that is not yours",
+}
+# What a stack really does with an example value it can deploy with.
+WHAT_IT_DOES = {
+    "paymentAddress": "payments go to {value}",
+    "publicUrl": "the API tells clients it is at {value}",
+    "ingressHost": "the Ingress answers for {value}",
+}
+
+
 def check_examples(r: Reader, stack: str, environment: Environment, declared: set[str]) -> None:
     """`exampleValues` lists the stack file's keys whose values are examples (an owner, a bot,
-    addresses, hosts): an explicit marker, so nothing has to guess. prod refuses to deploy while
-    any is listed; a preview, the offline render and dev say which remain."""
+    addresses, hosts): an explicit marker, so nothing has to guess. Deploying, prod refuses every
+    one and dev those it cannot work with (CANNOT_WORK); otherwise each warns with what the stack
+    will do with it. A preview and the offline render only warn."""
     keys = r.strings("exampleValues", ())
     unknown = [k for k in keys if k not in declared]
     if unknown:
@@ -56,12 +71,24 @@ def check_examples(r: Reader, stack: str, environment: Environment, declared: se
                f"remove them from {PROJECT}:exampleValues in Pulumi.{stack}.yaml")
     if not keys:
         return
-    listed = ", ".join(keys)
+    fix = f"give each its real value, then remove it from {PROJECT}:exampleValues in Pulumi.{stack}.yaml"
     deploying = not pulumi.runtime.is_dry_run() and not os.environ.get(OFFLINE_ENV)
     if environment == "prod" and deploying:
-        r.fail("exampleValues", f"still lists {listed}: their values in Pulumi.{stack}.yaml are examples, "
-                                "and prod does not deploy examples.",
-               f"give each its real value, then remove it from {PROJECT}:exampleValues in Pulumi.{stack}.yaml")
+        r.fail("exampleValues", f"still lists {', '.join(keys)}: their values in Pulumi.{stack}.yaml are examples, "
+                                "and prod does not deploy examples.", fix)
+        return
+    fatal = [k for k in keys if k in CANNOT_WORK]
+    if fatal and deploying:
+        r.fail("exampleValues", f"still lists {', '.join(fatal)}, which no deploy can work with: "
+                                f"{'; '.join(f'{k}: {CANNOT_WORK[k]}' for k in fatal)}.", fix)
+    effects = [WHAT_IT_DOES[k].format(value=r.text(k, "(unset)")) if k in WHAT_IT_DOES
+               else f"{k} is {r.text(k, '(unset)')}" for k in keys if not (deploying and k in CANNOT_WORK)]
+    if not effects:
+        return
+    if environment == "prod":
+        refused = "prod refuses all of them"
     else:
-        pulumi.log.warn(f"{PROJECT}:exampleValues: {listed} still hold example values in Pulumi.{stack}.yaml; "
-                        "replace them (prod refuses to deploy while any is listed).")
+        refused = f"dev refuses {', '.join(fatal)}" if fatal else ""
+    note = f" (deploying, {refused})" if refused and not deploying else ""
+    pulumi.log.warn(f"{PROJECT}:exampleValues: Pulumi.{stack}.yaml still holds examples: {'; '.join(effects)}{note}. "
+                    f"Replace each, then remove it from {PROJECT}:exampleValues.")

@@ -88,6 +88,11 @@ def evm_address(key: str, value: str) -> list[Problem]:
     """0x and 40 hex digits; in mixed case, the EIP-55 checksum must hold, so a one-character
     typo cannot send payments to another address. (All one case carries no checksum: accepted,
     with a warning from the caller.)"""
+    if re.fullmatch(r"[0-9]{20,}", value):
+        # YAML reads an unquoted 0x... as a hexadecimal number, which arrives here in decimal.
+        return [Problem(key, f"is the number {value[:12]}…, not an address: the stack file has the 0x address "
+                             "unquoted, so YAML read it as a hexadecimal number.",
+                        f'quote it in the stack file: {PROJECT}:{key}: "0x<40 hex digits>"')]
     if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
         what = "is not set" if not value else f"'{value}' is not an EVM address"
         return [Problem(key, f"{what} (expected 0x followed by 40 hex digits).", set_command(key, "0x<40 hex digits>"))]
