@@ -6,14 +6,15 @@
 # laptop sandbox needs no account. `dev` and `prod` are shared, so they keep theirs where CI
 # does (.github/workflows/deploy.yml): Pulumi Cloud, or the backend PULUMI_BACKEND_URL names.
 #
-# `up` walks the steps below in order. Each says what it does, and skips what is already done,
-# so a second run goes straight to `pulumi up`. Only `local` creates things for you (a Pulumi
-# CLI, a kind cluster with its registry, a passphrase, a throwaway wallet); dev and prod stop
-# and say what to set.
-set -euo pipefail
+# `up` runs `make doctor` first (tools/doctor.py: every missing prerequisite at once), then walks
+# the steps below in order. Each says what it does, and skips what is already done, so a second
+# run goes straight to `pulumi up`. Only `local` creates things for you (a Pulumi CLI, a kind
+# cluster with its registry, a passphrase, a throwaway wallet); dev and prod stop and say what to
+# set. Every stack deploys to the kubeconfig context its stack file pins (kubernetes:context).
+set -Eeuo pipefail
 
 # The Pulumi CLI installed when none is on the PATH: the Python SDK's version in
-# requirements.txt (the CLI should not be older than the SDK; README, Prerequisites).
+# requirements.txt (the CLI should not be older than the SDK; README, "What you need").
 PULUMI_VERSION=3.272.0
 PROJECT=x402-bundler
 # kind's documented local registry (https://kind.sigs.k8s.io/docs/user/local-registry/).
@@ -33,7 +34,9 @@ cluster="$PROJECT-$stack"
 # CI names the shared stacks org/project/stack; PULUMI_ORG picks the same org here.
 stack_ref="$stack"
 if [[ $stack != local && -n ${PULUMI_ORG:-} ]]; then stack_ref="$PULUMI_ORG/$PROJECT/$stack"; fi
-kube_context="kind-$cluster"
+# The context the stack file pins (the program's Kubernetes provider deploys there, whatever
+# kubectl's current context is).
+kube_context="$(sed -n 's/^ *kubernetes:context: *//p' "$root/Pulumi.$stack.yaml" 2>/dev/null | tr -d "\"'" || true)"
 
 say() { printf '==> %s\n' "$*"; }
 skip() { printf '    %s\n' "$*"; }
@@ -44,6 +47,12 @@ stop() {
   for line in "$@"; do printf '  %s\n' "$line" >&2; done
   exit 1
 }
+# A step that fails without its own message still ends in one, naming the command.
+on_error() {
+  stop "a step failed: \`$2\` (exit $1, scripts/pulumi-up.sh line $3)." \
+    "Its output is above. make doctor STACK=$stack checks every prerequisite at once."
+}
+trap 'on_error $? "$BASH_COMMAND" $LINENO' ERR
 is_local() { [[ $stack == local ]]; }
 # Which stacks build an image here (and so need Docker): the stack file's imageMode.
 builds_image() { ! grep -Eq "^ *$PROJECT:imageMode: *promote" "$root/Pulumi.$stack.yaml"; }
@@ -78,8 +87,14 @@ ensure_pulumi() {
       "Install curl, or Pulumi $PULUMI_VERSION yourself: https://www.pulumi.com/docs/install/"
   skip "no pulumi on the PATH: installing $PULUMI_VERSION into .pulumi-local/pulumi with Pulumi's installer"
   mkdir -p "$local_dir"
-  curl -fsSL https://get.pulumi.com |
-    sh -s -- --version "$PULUMI_VERSION" --install-root "$local_dir/pulumi" --no-edit-path
+  local installer="$local_dir/install-pulumi.sh" said
+  if ! said="$(curl -fsSL https://get.pulumi.com -o "$installer" 2>&1)"; then
+    stop "cannot download Pulumi's installer from get.pulumi.com: ${said:-curl failed}" \
+      "Without network to get.pulumi.com, install Pulumi $PULUMI_VERSION or newer yourself (https://www.pulumi.com/docs/install/) and put it on the PATH."
+  fi
+  sh "$installer" --version "$PULUMI_VERSION" --install-root "$local_dir/pulumi" --no-edit-path ||
+    stop "Pulumi's installer failed (its output is above)." "Install Pulumi $PULUMI_VERSION yourself: https://www.pulumi.com/docs/install/"
+  rm -f "$installer"
   [[ -x "$local_dir/pulumi/bin/pulumi" ]] ||
     stop "Pulumi's installer did not leave $local_dir/pulumi/bin/pulumi." "Install it yourself: https://www.pulumi.com/docs/install/"
   PATH="$local_dir/pulumi/bin:$PATH"
@@ -163,12 +178,15 @@ ensure_cluster() {
   command -v kubectl >/dev/null 2>&1 ||
     stop "kubectl is not installed; it checks the cluster and reaches the API afterwards." \
       "Install kubectl 1.29 or newer: https://kubernetes.io/docs/tasks/tools/"
+  [[ -n $kube_context ]] ||
+    stop "Pulumi.$stack.yaml pins no kubernetes:context: up would deploy to whatever cluster kubectl points at." \
+      "Set kubernetes:context in Pulumi.$stack.yaml to the $stack cluster's context (kubectl config get-contexts -o name)."
   if ! is_local; then
-    say "Cluster (the current kubeconfig context)"
-    cluster_answers ||
-      stop "no Kubernetes cluster answers for the current kubeconfig context ($(kubectl config current-context 2>/dev/null || echo none))." \
-        "Point KUBECONFIG or the current context at the $stack cluster; offline review: make render STACK=$stack"
-    skip "context $(kubectl config current-context) answers"
+    say "Cluster: context $kube_context (pinned by Pulumi.$stack.yaml; kubectl's current context is $(kubectl config current-context 2>/dev/null || echo none))"
+    cluster_answers --context "$kube_context" ||
+      stop "no Kubernetes cluster answers for context $kube_context, which Pulumi.$stack.yaml pins." \
+        "Point KUBECONFIG at the $stack cluster's kubeconfig, or correct kubernetes:context; offline review: make render STACK=$stack"
+    skip "context $kube_context answers"
     return
   fi
   say "Cluster: kind $cluster (context $kube_context) with the registry localhost:$REGISTRY_PORT"
@@ -293,7 +311,7 @@ output() { # Node, already a prerequisite (the local wallet), parses the JSON: n
 }
 
 kubectl_args() {
-  if is_local; then printf -- '--context %s ' "$kube_context"; fi
+  if [[ -n $kube_context ]]; then printf -- '--context %s ' "$kube_context"; fi
   printf -- '-n %s' "$(output namespace)"
 }
 
@@ -377,7 +395,7 @@ check() {
 
 case "$action" in
   env)
-    # For a shell that runs bare `pulumi` commands (README, validation fixes): eval "$(make -s env)"
+    # For a shell that runs bare `pulumi` commands (docs/setup.md, "Backends"): eval "$(make -s env)"
     check_stack_file
     if is_local; then
       printf 'export PULUMI_BACKEND_URL=%q\n' "file://$local_dir/state"
@@ -396,6 +414,11 @@ case "$action" in
 esac
 
 check_stack_file
+if [[ $action == up ]]; then
+  say "Prerequisites (make doctor STACK=$stack)"
+  (cd "$root" && "${X402_PYTHON:-$root/.venv/bin/python}" -m tools.doctor --stack "$stack") ||
+    stop "the problems above stop make up: fix each, then run make up STACK=$stack again."
+fi
 ensure_pulumi
 use_backend
 if [[ $action == up ]]; then

@@ -13,75 +13,13 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.laptop import SCRIPT, Laptop
 from tools.harness import ROOT
-
-SCRIPT = ROOT / "scripts" / "pulumi-up.sh"
-STUB = ROOT / "tests" / "cli_stubs" / "stub.py"
-TOOLS = ("pulumi", "kubectl", "kind", "docker", "curl")
-# What the script may use from the system; the stand-ins replace everything else, so a real
-# docker or kind on the test machine is never reached.
-SYSTEM = ("bash", "sh", "env", "sed", "grep", "head", "tr", "base64", "mkdir", "cat", "sort", "dirname", "ln",
-          "node", "sleep", "rm")
-
-
-@dataclass
-class Laptop:
-    """A machine for the script: a PATH of stand-ins and system tools, and what the calls left."""
-
-    tmp: Path
-    log: Path
-    state: Path
-    local_dir: Path
-    bin: Path
-
-    def run(self, stack: str = "local", action: str = "up", **env: str) -> subprocess.CompletedProcess[str]:
-        base = {"PATH": str(self.bin), "HOME": str(self.tmp), "STUB_LOG": str(self.log),
-                "STUB_STATE": str(self.state), "STUB_POOL": str(self.tmp / "pool"),
-                "X402_LOCAL_DIR": str(self.local_dir)}
-        return subprocess.run(["bash", str(SCRIPT), stack, action], env={**base, **env}, capture_output=True,
-                              text=True, timeout=120)
-
-    def calls(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
-
-    def commands(self) -> list[str]:
-        return [" ".join([c["program"], *c["args"]]) for c in self.calls()]
-
-    def remove(self, tool: str) -> None:
-        (self.bin / tool).unlink()
-
-    def state_of(self, name: str) -> str:
-        return (self.state / name).read_text()
-
-
-def _wrapper(path: Path, program: str) -> None:
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STUB}" {program} "$@"\n')
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
-@pytest.fixture
-def laptop(tmp_path: Path) -> Laptop:
-    """Docker, kind, kubectl and curl installed; no pulumi on the PATH, no cluster, nothing set."""
-    pool, bin_dir, state = tmp_path / "pool", tmp_path / "bin", tmp_path / "state"
-    for d in (pool, bin_dir, state):
-        d.mkdir()
-    for tool in TOOLS:
-        _wrapper(pool / tool, tool)
-        if tool != "pulumi":
-            (bin_dir / tool).symlink_to(pool / tool)
-    for tool in SYSTEM:
-        found = shutil.which(tool)
-        assert found, f"{tool} is needed on this machine"
-        (bin_dir / tool).symlink_to(found)
-    return Laptop(tmp_path, tmp_path / "calls.log", state, tmp_path / "repo-local", bin_dir)
 
 
 def in_order(commands: list[str], *expected: str) -> bool:
@@ -120,7 +58,8 @@ def test_first_make_up_installs_the_cli_creates_kind_with_a_registry_and_sets_th
     ), commands
     # The installer's flags, with the pinned version, into the project's git-ignored folder.
     (installer,) = [c for c in laptop.calls() if c["program"] == "curl"]
-    assert installer["args"] == ["-fsSL", "https://get.pulumi.com"]
+    assert installer["args"] == ["-fsSL", "https://get.pulumi.com", "-o", str(laptop.local_dir / "install-pulumi.sh")]
+    assert not (laptop.local_dir / "install-pulumi.sh").exists()
     assert (laptop.local_dir / "pulumi" / "bin" / "pulumi").exists()
     assert ".pulumi-local/" in (ROOT / ".gitignore").read_text().split()
     # kind's documented layout: containerd reads certs.d, the node maps localhost:5001 to the registry.
@@ -176,12 +115,32 @@ def test_a_second_make_up_skips_every_finished_step(laptop: Laptop) -> None:
     assert "using .pulumi-local/passphrase" in again.stdout
 
 
-def test_missing_docker_is_named_before_anything_is_created(laptop: Laptop) -> None:
+def test_make_up_runs_make_doctor_first_and_stops_on_its_problems_before_anything_is_created(
+        laptop: Laptop) -> None:
     laptop.remove("docker")
+    laptop.remove("kind")
     done = laptop.run()
+    assert done.returncode == 1
+    assert "FAIL  Docker: not installed" in done.stdout and "https://docs.docker.com/engine/install/" in done.stdout
+    assert "FAIL  kind: not installed" in done.stdout and "doctor: 2 problem(s)" in done.stdout
+    assert "the problems above stop make up" in done.stderr
+    assert not any(c.startswith(("kind create", "pulumi", "curl")) for c in laptop.commands())
+
+
+def test_missing_docker_is_named_by_the_script_too(laptop: Laptop) -> None:
+    laptop.remove("docker")
+    done = laptop.run(doctor=False)
     assert done.returncode == 1
     assert "Docker is not installed" in done.stderr and "https://docs.docker.com/engine/install/" in done.stderr
     assert not any(c.startswith(("kind create", "pulumi stack init", "pulumi up")) for c in laptop.commands())
+
+
+def test_without_network_to_the_pulumi_installer_make_up_ends_in_its_own_message(laptop: Laptop) -> None:
+    done = laptop.run(STUB_OFFLINE="1")
+    assert done.returncode == 1
+    assert done.stderr.startswith("make up STACK=local: cannot download Pulumi's installer from get.pulumi.com: "
+                                  "curl: (6) Could not resolve host")
+    assert "install Pulumi 3.272.0 or newer yourself" in done.stderr
 
 
 def test_missing_buildx_is_named(laptop: Laptop) -> None:
@@ -193,12 +152,14 @@ def test_missing_buildx_is_named(laptop: Laptop) -> None:
         f'exec "{real}" "$@"\n')
     (laptop.bin / "docker").chmod(0o755)
     done = laptop.run()
+    assert done.returncode == 1 and "FAIL  docker buildx:" in done.stdout and "install-buildx" in done.stdout
+    done = laptop.run(doctor=False)
     assert done.returncode == 1 and "buildx plugin is missing" in done.stderr
 
 
 def test_missing_kind_without_a_cluster_says_what_to_install(laptop: Laptop) -> None:
     laptop.remove("kind")
-    done = laptop.run()
+    done = laptop.run(doctor=False)
     assert done.returncode == 1
     assert "kind is not installed" in done.stderr and "kind.sigs.k8s.io" in done.stderr
     assert not any(c.startswith(("docker run", "pulumi up")) for c in laptop.commands())
@@ -214,8 +175,8 @@ def test_an_answering_cluster_is_used_as_it_is_even_without_kind(laptop: Laptop)
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_dev_and_prod_never_generate_a_passphrase(laptop: Laptop, stack: str) -> None:
-    (laptop.state / "cluster-current").write_text("")
-    done = laptop.run(stack, STUB_LOGGED_IN="1")
+    (laptop.state / f"cluster-{stack}-cluster").write_text("")
+    done = laptop.run(stack, doctor=False, STUB_LOGGED_IN="1")
     assert done.returncode == 1
     assert "PULUMI_CONFIG_PASSPHRASE is not set" in done.stderr
     assert not (laptop.local_dir / "passphrase").exists()
@@ -224,8 +185,8 @@ def test_dev_and_prod_never_generate_a_passphrase(laptop: Laptop, stack: str) ->
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_dev_and_prod_never_generate_a_wallet(laptop: Laptop, stack: str) -> None:
-    (laptop.state / "cluster-current").write_text("")
-    done = laptop.run(stack, STUB_LOGGED_IN="1", PULUMI_CONFIG_PASSPHRASE="team-passphrase")
+    (laptop.state / f"cluster-{stack}-cluster").write_text("")
+    done = laptop.run(stack, doctor=False, STUB_LOGGED_IN="1", PULUMI_CONFIG_PASSPHRASE="team-passphrase")
     assert done.returncode == 1
     assert f"x402-bundler:arweaveWallet is not set; {stack} signs bundles" in done.stderr
     assert not any(c.startswith(("pulumi config set", "pulumi up")) for c in laptop.commands())
@@ -233,17 +194,18 @@ def test_dev_and_prod_never_generate_a_wallet(laptop: Laptop, stack: str) -> Non
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_dev_and_prod_keep_their_state_where_ci_does(laptop: Laptop, stack: str) -> None:
-    done = laptop.run(stack)
+    done = laptop.run(stack, doctor=False)
     assert done.returncode == 1
     assert "pulumi login" in done.stderr
     assert not any(c.startswith("pulumi stack") for c in laptop.commands())
 
 
 def test_only_stacks_that_build_check_docker(laptop: Laptop) -> None:
-    (laptop.state / "cluster-current").write_text("")
+    for stack in ("dev", "prod"):
+        (laptop.state / f"cluster-{stack}-cluster").write_text("")
     laptop.remove("docker")
-    assert "Docker is not installed" in laptop.run("dev", STUB_LOGGED_IN="1").stderr
-    prod = laptop.run("prod", STUB_LOGGED_IN="1", PULUMI_CONFIG_PASSPHRASE="p")
+    assert "Docker is not installed" in laptop.run("dev", doctor=False, STUB_LOGGED_IN="1").stderr
+    prod = laptop.run("prod", doctor=False, STUB_LOGGED_IN="1", PULUMI_CONFIG_PASSPHRASE="p")
     assert "Docker" not in prod.stderr and "arweaveWallet is not set" in prod.stderr
 
 
@@ -252,6 +214,8 @@ def test_an_old_pulumi_on_the_path_is_refused_with_the_minimum(laptop: Laptop) -
     old.write_text('#!/bin/sh\n[ "$1" = version ] && echo v3.100.0\n')
     old.chmod(0o755)
     done = laptop.run()
+    assert done.returncode == 1 and "FAIL  Pulumi CLI: v3.100.0 is older than 3.272.0" in done.stdout
+    done = laptop.run(doctor=False)
     assert done.returncode == 1 and "pulumi 3.100.0 is older than 3.272.0" in done.stderr
 
 
@@ -315,3 +279,24 @@ def test_the_scripts_are_shellcheck_clean() -> None:
     done = subprocess.run([shellcheck, *sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def test_a_bare_make_lists_every_target_with_what_it_does() -> None:
+    done = subprocess.run(["make"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "is up to date" not in done.stdout
+    listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert {"up", "check", "destroy", "doctor", "secret", "diff", "render", "test", "help"} <= listed
+
+
+def test_an_empty_stack_is_refused_before_anything_runs() -> None:
+    done = subprocess.run(["make", "up", "STACK="], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "STACK is empty: name a stack, STACK=local, dev or prod" in done.stderr
+
+
+def test_make_secret_takes_the_key_by_name_and_the_value_only_on_stdin() -> None:
+    done = subprocess.run(["make", "secret", "STACK=dev"], cwd=ROOT, input="s3cr3t-in-stdin", capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "name the key, KEY=<key>" in done.stderr and "s3cr3t" not in done.stderr
+    dry = subprocess.run(["make", "-n", "secret", "STACK=dev", "KEY=arweaveWallet"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30).stdout
+    assert "scripts/pulumi-up.sh dev config set --secret x402-bundler:arweaveWallet" in dry

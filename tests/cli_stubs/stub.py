@@ -63,6 +63,15 @@ def pulumi(args: list[str]) -> int:
             print((STATE / f"config-{stack}-{key}").read_text())
         case ["config", "set", "--secret", key, *_]:
             mark(f"config-{stack}-{key}", sys.stdin.read())
+        case ["config", "set", key, value, "--stack", _]:
+            mark(f"config-{stack}-{key}", value)
+        case ["config", "rm", key, *_]:
+            (STATE / f"config-{stack}-{key}").unlink(missing_ok=True)
+        case ["preview", *_]:
+            print(f"Previewing update ({stack})\n\nResources:\n    ~ 4 to update\n    52 unchanged")
+        case ["destroy", *_]:
+            (STATE / f"up-{stack}").unlink(missing_ok=True)
+            print(f"Destroying ({stack})\n\nResources:\n    - 52 deleted")
         case ["up", *_]:
             mark(f"up-{stack}")
             print(f"Updating ({stack})\n\nResources:\n    + 52 created\n\nDuration: 3m12s")
@@ -87,6 +96,10 @@ def kubectl(args: list[str]) -> int:
     context = flag(args, "--context") or "current"
     rest = [a for a in args if a not in ("--context", flag(args, "--context"))]
     match rest:
+        case ["version", "--client"]:
+            print("Client Version: v1.31.0\nKustomize Version: v5.4.2")
+        case ["config", "get-contexts", "-o", "name"]:
+            print("\n".join(sorted(p.name.removeprefix("cluster-") for p in STATE.glob("cluster-*"))))
         case ["version", *_]:
             if done(f"cluster-{context}"):
                 print("Client Version: v1.31.0\nServer Version: v1.31.0")
@@ -110,6 +123,8 @@ def kubectl(args: list[str]) -> int:
 
 def kind(args: list[str]) -> int:
     match args:
+        case ["version"]:
+            print("kind v0.27.0 go1.23.6 linux/amd64")
         case ["get", "clusters"]:
             names = sorted(p.name.removeprefix("cluster-kind-") for p in STATE.glob("cluster-kind-*"))
             if not names:
@@ -128,8 +143,8 @@ def kind(args: list[str]) -> int:
 
 def docker(args: list[str]) -> int:
     match args:
-        case ["info", "--format", _]:
-            print(os.environ.get("STUB_DOCKER_ARCH", "x86_64"))
+        case ["info", "--format", template]:
+            print("27.3.1" if "ServerVersion" in template else os.environ.get("STUB_DOCKER_ARCH", "x86_64"))
         case ["info"]:
             print("Server:\n Server Version: 27.3.1")
         case ["buildx", "version"]:
@@ -178,8 +193,14 @@ echo "=== Installing Pulumi v$version ==="
 
 
 def curl(args: list[str]) -> int:
-    if args[-1] == "https://get.pulumi.com":
-        print(INSTALLER.replace("{stub}", str(Path(os.environ["STUB_POOL"]) / "pulumi")))
+    if "https://get.pulumi.com" in args:
+        if os.environ.get("STUB_OFFLINE"):
+            return fail("curl: (6) Could not resolve host: get.pulumi.com", 6)
+        installer = INSTALLER.replace("{stub}", str(Path(os.environ["STUB_POOL"]) / "pulumi"))
+        if "-o" in args:
+            Path(flag(args, "-o")).write_text(installer)
+        else:
+            print(installer)
         return 0
     url = args[-1]
     if url.endswith("/health") and done("up-local"):
