@@ -1,4 +1,4 @@
-"""The README's runbook commands name only config keys Pulumi.yaml declares, outputs
+"""The runbook's (docs/operations.md) commands name only config keys Pulumi.yaml declares, outputs
 docs/outputs.md documents and make targets the Makefile has, and every `pulumi` command names
 its stack."""
 
@@ -13,9 +13,7 @@ from tools.harness import ROOT
 
 
 def runbook() -> str:
-    match = re.search(r"^## Runbook\n(.*?)^## ", (ROOT / "README.md").read_text(), re.S | re.M)
-    assert match, "README.md lost its Runbook section"
-    return match.group(1)
+    return (ROOT / "docs" / "operations.md").read_text()
 
 
 def commands() -> list[str]:

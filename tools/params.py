@@ -1,6 +1,6 @@
-"""The README's parameters table, generated from `Pulumi.yaml`, where every key is declared.
+"""The parameters table of docs/configuration.md, generated from `Pulumi.yaml`, where every key is declared.
 
-    python -m tools.params    # prints the table; tests/test_docs.py keeps the README's copy equal
+    python -m tools.params    # prints the table; tests/test_docs.py keeps docs/configuration.md's copy equal
 """
 
 from __future__ import annotations

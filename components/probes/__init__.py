@@ -6,7 +6,7 @@ into every bundler pod. `probe-server.js`, preloaded into each bundler process (
 serves them on `DEEP_CHECK_PORT` and the kubelet asks over HTTP: the checks run in the app's own
 process with its environment and its already-loaded client libraries, so a probe costs
 milliseconds instead of starting node and loading three clients every period (the cost is
-measured by bench/probe.py; why this design, in the README's "Deep probes"). Readiness is deep
+measured by bench/probe.py; why this design, in docs/architecture.md, "Deep probes"). Readiness is deep
 (traffic and rollouts wait for working backends); liveness stays shallow, except the workers',
 which proves the worker process answers and still holds a connection to the queue Redis: a
 worker that silently lost Redis, or froze, is restarted; a database blip restarts nothing.

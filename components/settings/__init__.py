@@ -52,7 +52,7 @@ def load_settings(config: Optional[pulumi.Config] = None) -> Settings:
     stack_name = pulumi.get_stack()
     environment = read_environment(r)
     is_prod = environment == "prod"
-    # Sections in the order the keys are listed in the README's example error.
+    # Sections in the order the keys are listed in docs/configuration.md's example error.
     app = read_app(r, is_prod)
     image = read_image(r, is_prod)
     data = read_data(r, is_prod)

@@ -197,7 +197,7 @@ def promote_stack_resolves(image: ImageSettings, backend_org: Optional[str]) -> 
         return [Problem(
             "imagePromoteStack",
             f"'{image.promote_stack}' cannot resolve on this backend: a self-managed backend (file://, s3://, ...) "
-            f"names every stack's organization '{SELF_MANAGED_ORG}' (README, \"Backends\").",
+            f"names every stack's organization '{SELF_MANAGED_ORG}' (docs/setup.md, \"Backends\").",
             set_command("imagePromoteStack", "/".join([SELF_MANAGED_ORG, *parts[1:]])),
         )]
     return []

@@ -130,8 +130,8 @@ def read_processes(r: Reader) -> ProcessesSettings:
     admin_port = r.integer("adminPort", DEFAULT_ADMIN_PORT, minimum=1, maximum=65535)
     r.report(distinct_ports(api_port, admin_port))
 
-    # Requests and memory limits from the runtime test's measurements (README, "Resources from
-    # measurement"): requests at the steady use, memory limits at twice the busiest peak.
+    # Requests and memory limits from the runtime test's measurements (docs/sizing.md):
+    # requests at the steady use, memory limits at twice the busiest peak.
     api = _process(r, "api", 1, ("100m", "1"), ("192Mi", "448Mi"))
     workers = _process(r, "worker", 1, ("50m", "1"), ("128Mi", "256Mi"))
     admin = _process(r, "admin", 1, ("50m", "250m"), ("64Mi", "128Mi"))
