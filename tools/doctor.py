@@ -30,7 +30,8 @@ from typing import Optional
 import yaml
 
 from components.names import PROJECT
-from tools.harness import ROOT, validate
+from tools.harness import ROOT
+from tools.validate import validate
 
 PULUMI_MINIMUM = (3, 272, 0)
 MINIMUMS = {"docker buildx": (0, 13, 0), "kind": (0, 27, 0), "kubectl": (1, 29, 0), "node": (20, 0, 0)}

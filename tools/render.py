@@ -27,7 +27,8 @@ import yaml
 from components.settings import ConfigError
 from components.settings.reader import Problem
 from components.settings.stack_file import StackFileError, declared_keys, unknown_key
-from tools.harness import ROOT, Recording, Registered, run_program, stack_config, validate
+from tools.harness import ROOT, Recording, Registered, run_program, stack_config
+from tools.validate import validate
 
 REDACTED = "REDACTED"
 # The digest a promoting stack would read from the building stack: clearly not a real one.

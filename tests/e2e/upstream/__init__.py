@@ -34,12 +34,12 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from tests.e2e.upstream import dependencies
-from tests.e2e.upstream.build import ADAPTATIONS, TOLERATED_ERRORS, Builder, TscError, classify
+from tests.e2e.upstream.build import ADAPTATIONS, TscError, classify
 from tests.e2e.upstream.common import (
     BUILD_ROOT,
     PACKAGE_DIR,
@@ -51,11 +51,10 @@ from tests.e2e.upstream.common import (
     version_of,
 )
 from tests.e2e.upstream.context import Context
-from tests.e2e.upstream.dockerfile import DOCKERFILE, Stage, copies, parse_dockerfile
-from tests.e2e.upstream.figures import measure
-from tests.e2e.upstream.layout import REQUIRED_FILES, lay_out, verify
+from tests.e2e.upstream.layout import REQUIRED_FILES
 from tests.e2e.upstream.source import TreeProof, locate_source
 from tests.e2e.upstream.spec import BuildSpec
+from tests.e2e.upstream.stages import build_image
 
 __all__ = ["BuildSpec", "Prepared", "UpstreamError", "build_report", "describe", "prepare", "prune"]
 
@@ -147,76 +146,6 @@ def build_report(prepared: Prepared) -> list[tuple[str, bool, str]]:
     return [tree, deps, ("TypeScript compiles as the image's yarn build", not untolerated, detail)]
 
 
-def _needed(final: Stage, stages: list[Stage]) -> list[Stage]:
-    """The stages the runtime stage depends on (COPY --from, FROM), in Dockerfile order."""
-    by_name = {s.name: s for s in stages if s.name} | {str(s.index): s for s in stages}
-    wanted: set[int] = set()
-    pending = [final]
-    while pending:
-        stage = pending.pop()
-        for ref in [stage.base, *(c.from_stage for c in copies(stage) if c.from_stage)]:
-            found = by_name.get(ref)
-            if found is not None and found.index not in wanted:
-                wanted.add(found.index)
-                pending.append(found)
-    return [s for s in stages if s.index in wanted]
-
-
-def _build(context: Context, spec: BuildSpec, commit: str, key: str, tmp: Path, say: Say) -> dict[str, Any]:
-    started = time.monotonic()
-    text = spec.dockerfile if spec.dockerfile is not None else (context.root / DOCKERFILE).read_text()
-    stages = parse_dockerfile(text)
-    final = stages[-1]
-    named = spec.contexts()
-    roots: dict[str, Path] = {}
-    workdirs: dict[str, str] = {}
-    results: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    logs = tmp / "logs"
-    needed = _needed(final, stages)
-    for stage in needed:
-        keys = [k for k in (stage.name, str(stage.index)) if k]
-        parent = next((s for s in needed if stage.base in (s.name, str(s.index))), None)
-        if parent is not None:
-            # `FROM <stage>` goes on in that stage's tree, which no later step may then read as it was.
-            later = [s for s in needed if s.index > stage.index]
-            if any(parent.name in {c.from_stage for c in copies(s)} or s.base == parent.name for s in [*later, final]):
-                raise UpstreamError(f"stage {keys[0]} goes on from {parent.name}, which a later stage also reads: "
-                                    "not emulated")
-            root, workdir = roots[parent.name or str(parent.index)], workdirs[parent.name or str(parent.index)]
-        else:
-            root, workdir = tmp / "stages" / keys[0], "/"
-        say(f"{keys[0]} stage: `FROM {stage.base}{' AS ' + stage.name if stage.name else ''}` "
-            f"({len(stage.instructions)} instructions)")
-        builder = Builder(context, root, logs, say, named=named, stages=dict(roots), workdir=workdir)
-        workdir = builder.run(stage)
-        if "trace" in builder.results and "trace" not in results:
-            traced = root / Path(builder.results["trace"]["app"]).relative_to("/")
-            results["full_app"] = traced.relative_to(tmp).as_posix()
-        results.update(builder.results)
-        timings.update(builder.timings)
-        for k in keys:
-            roots[k], workdirs[k] = root, workdir
-    layout_started = time.monotonic()
-    image = lay_out(final, context, named, roots, tmp / "app", say)
-    verify(tmp / "app")
-    timings["layout"] = time.monotonic() - layout_started
-    measuring = time.monotonic()
-    results["figures"] = measure(tmp / "app")
-    timings["measure"] = time.monotonic() - measuring
-    timings["total"] = time.monotonic() - started
-    return {
-        "commit": commit, "key": key, "source": str(context.root), "spec": spec.label, **image, **results,
-        "substitutions": [asdict(s) for s in dependencies.SUBSTITUTIONS],
-        "adaptations": [asdict(a) for a in ADAPTATIONS],
-        "tolerated_errors": [asdict(t) for t in TOLERATED_ERRORS],
-        "lock_sha256": hashlib.sha256(dependencies.LOCK_FILE.read_bytes()).hexdigest(),
-        "node": version_of(["node", "--version"]),
-        "yarn": dependencies.IMAGE_YARN_VERSION,
-        "timings": {k: round(v, 1) for k, v in timings.items()},
-    }
-
-
 def cache_key(context: Context, commit: str, spec: BuildSpec) -> tuple[str, int]:
     """Over everything that shapes the tree; (key, number of context files)."""
     digest = hashlib.sha256()
@@ -289,7 +218,7 @@ def prepare(spec: BuildSpec, *, relock_lock: bool = False, say: Optional[Say] = 
         tmp = BUILD_ROOT / f".tmp-{key}-{os.getpid()}"
         try:
             tmp.mkdir(parents=True)
-            image = _build(context, spec, source.commit, key, tmp, say)
+            image = build_image(context, spec, source.commit, key, tmp, say)
             (tmp / IMAGE_JSON).write_text(json.dumps(image, indent=2) + "\n")
             (tmp / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
             tmp.rename(root)
