@@ -94,11 +94,6 @@ class StackFile:
     def builds(self) -> bool:
         return self.get("imageMode") != "promote"
 
-    @property
-    def secrets_held(self) -> set[str]:
-        return {k.split(":", 1)[1] for k, v in self.config.items()
-                if k.startswith(f"{PROJECT}:") and isinstance(v, dict) and "secure" in v}
-
 
 def tool(run: Run, name: str, argv: list[str], minimum: Optional[tuple[int, int, int]], needed_for: str,
          fix: str) -> Finding:
