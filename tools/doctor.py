@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from components.names import PROJECT
+from components.settings.stack_file import StackFileError, read_stack_file
 from tools.harness import ROOT
 from tools.validate import validate
 
@@ -80,8 +79,7 @@ class StackFile:
 
     @classmethod
     def read(cls, stack: str) -> StackFile:
-        data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
-        return cls(stack, dict(data.get("config") or {}))
+        return cls(stack, dict(read_stack_file(ROOT / f"Pulumi.{stack}.yaml").get("config") or {}))
 
     def get(self, key: str) -> object:
         return self.config.get(key if ":" in key else f"{PROJECT}:{key}")
@@ -245,9 +243,8 @@ def diagnose(stack: str, run: Run = run) -> list[Finding]:
         return [Finding(False, "stack file", f"there is no Pulumi.{stack}.yaml", "STACK is local, dev or prod")]
     try:
         file = StackFile.read(stack)
-    except yaml.YAMLError as error:
-        return [Finding(False, "stack file", f"Pulumi.{stack}.yaml is not valid YAML: {error}".replace("\n", " "),
-                        "fix the line and column it names")]
+    except StackFileError as error:
+        return [Finding(False, "stack file", str(error), "fix the line and column it names")]
     return [*tools(file, run), cluster(file, run), *backend(file, run), *configuration(file)]
 
 

@@ -56,10 +56,9 @@ def time_to_ready(t: StackTest) -> None:
         container = w.template["spec"]["containers"][0]
         name = container["name"]
         started = next((ts for ts, who, what in lines if who == pod.name and what.startswith(f"{name} started")), None)
-        done_text = f"{name} exited" if w.obj.kind == "Job" else f"{name} ready"
+        job = w.obj.kind == "Job"
         done = next((ts for ts, who, what in lines if who == pod.name and started is not None and ts >= started
-                     and (what == done_text if w.obj.kind != "Job" else what.endswith("exit 0, reason Completed"))),
-                    None)
+                     and (what.endswith("exit 0, reason Completed") if job else what == f"{name} ready")), None)
         seconds = None if started is None or done is None else done - started
         budget = startup_budget(container)
         listened = listening_after(records, pod.name, container)

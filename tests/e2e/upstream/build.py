@@ -20,7 +20,7 @@ from tests.e2e.upstream import dependencies
 from tests.e2e.upstream.common import Say, UpstreamError, node_env, rel, run_logged, tail
 from tests.e2e.upstream.context import Context
 from tests.e2e.upstream.dockerfile import WHO, Instruction, Stage, parse_copy, resolve_in, shell_commands
-from tests.e2e.upstream.layout import copy_from_context, copy_from_stage
+from tests.e2e.upstream.layout import copy_in
 
 
 @dataclass(frozen=True)
@@ -154,16 +154,8 @@ class Builder:
                 self.workdir = str(resolve_in(self.workdir, ins.args.strip()))
                 self.work.mkdir(parents=True, exist_ok=True)
             elif ins.keyword == "COPY":
-                copy = parse_copy(ins)
-                if copy.from_stage in self.stages:
-                    copy_from_stage(copy, self.stages[copy.from_stage], self.root, self.workdir, None, "/")
-                elif copy.from_stage in self.named:
-                    copy_from_context(copy, self.named[copy.from_stage], self.root, self.workdir, None, "/")
-                elif copy.from_stage:
-                    raise UpstreamError(f"{where}: `{ins}`: --from={copy.from_stage} is no earlier stage and no "
-                                        f"named context")
-                else:
-                    copy_from_context(copy, self.context, self.root, self.workdir, None, "/")
+                copy_in(parse_copy(ins), self.context, self.named, self.stages, self.root, self.workdir, None, where,
+                        "/")
             elif ins.keyword == "RUN":
                 for command in shell_commands(ins.args, where):
                     self.command(command, where, ins)

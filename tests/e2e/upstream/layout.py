@@ -130,6 +130,20 @@ def copy_from_stage(copy: CopyInstruction, stage_root: Path, root: Path, workdir
     return _copy(copy, sources, root, workdir, owner, place, top)
 
 
+def copy_in(copy: CopyInstruction, context: Context, named: dict[str, Context], stages: dict[str, Path], root: Path,
+            workdir: str, owner: Optional[tuple[int, int]], where: str, top: Optional[str] = None) -> list[str]:
+    """A COPY from where its `--from` says: an earlier stage (`stages`: their roots), a named
+    context, or the build context."""
+    if copy.from_stage in stages:
+        return copy_from_stage(copy, stages[copy.from_stage], root, workdir, owner, top)
+    if copy.from_stage in named:
+        return copy_from_context(copy, named[copy.from_stage], root, workdir, owner, top)
+    if copy.from_stage:
+        raise UpstreamError(f"{where}: `{copy.instruction}`: --from={copy.from_stage} is no earlier stage and no "
+                            "named context")
+    return copy_from_context(copy, context, root, workdir, owner, top)
+
+
 def lay_out(stage: Stage, context: Context, named: dict[str, Context], stage_roots: dict[str, Path], app: Path,
             say: Say) -> dict[str, Any]:
     """The runtime stage into `app`, copying from the build context, the named contexts and the
@@ -173,14 +187,7 @@ def lay_out(stage: Stage, context: Context, named: dict[str, Context], stage_roo
                 raise UpstreamError(f"{where}: COPY before WORKDIR: the tree is laid out relative to the WORKDIR")
             copy = parse_copy(ins)
             owner = accounts.owner(copy.chown)
-            if copy.from_stage in stage_roots:
-                paths = copy_from_stage(copy, stage_roots[copy.from_stage], app, workdir, owner)
-            elif copy.from_stage in named:
-                paths = copy_from_context(copy, named[copy.from_stage], app, workdir, owner)
-            elif copy.from_stage:
-                raise UpstreamError(f"{where}: `{ins}`: --from={copy.from_stage} is no stage and no named context")
-            else:
-                paths = copy_from_context(copy, context, app, workdir, owner)
+            paths = copy_in(copy, context, named, stage_roots, app, workdir, owner, where)
             copied.append({"instruction": str(ins), "from": copy.from_stage or "context", "paths": paths,
                            "owner": list(owner)})
         elif ins.keyword == "USER":

@@ -50,14 +50,13 @@ def build_image(context: Context, spec: BuildSpec, commit: str, key: str, tmp: P
     needed = _needed(final, stages)
     for stage in needed:
         keys = [k for k in (stage.name, str(stage.index)) if k]
-        parent = next((s for s in needed if stage.base in (s.name, str(s.index))), None)
-        if parent is not None:
+        if stage.base in roots:
             # `FROM <stage>` goes on in that stage's tree, which no later step may then read as it was.
             later = [s for s in needed if s.index > stage.index]
-            if any(parent.name in {c.from_stage for c in copies(s)} or s.base == parent.name for s in [*later, final]):
-                raise UpstreamError(f"stage {keys[0]} goes on from {parent.name}, which a later stage also reads: "
+            if any(stage.base in {c.from_stage for c in copies(s)} or s.base == stage.base for s in [*later, final]):
+                raise UpstreamError(f"stage {keys[0]} goes on from {stage.base}, which a later stage also reads: "
                                     "not emulated")
-            root, workdir = roots[parent.name or str(parent.index)], workdirs[parent.name or str(parent.index)]
+            root, workdir = roots[stage.base], workdirs[stage.base]
         else:
             root, workdir = tmp / "stages" / keys[0], "/"
         say(f"{keys[0]} stage: `FROM {stage.base}{' AS ' + stage.name if stage.name else ''}` "

@@ -8,9 +8,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from components.image import TRACER_CONTEXT as SOURCE
 from tests.e2e.upstream.common import ROOT, UpstreamError, node_env
 
-SOURCE = ROOT / "image" / "tracer"
 INSTALLED = ROOT / "build" / "tracer"
 
 
